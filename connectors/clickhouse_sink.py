@@ -1,0 +1,300 @@
+"""Sink connector: ``orders.normalized`` and ``orders.dlq`` into ClickHouse tables.
+
+Durability order, per batch: insert into ClickHouse (deterministic dedup
+token), flush the dead-letter producer, then commit the consumed offsets.
+A crash anywhere before the commit re-reads the batch; the token and the
+ReplacingMergeTree key make the re-insert a no-op. While ClickHouse fails the
+sink retries the same batch with backoff and consumes nothing new.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from orderpulse import names
+from orderpulse.avro import codec
+from orderpulse.clickhouse import ClickHouse
+from orderpulse.errors import ClickHouseError, InputError
+from orderpulse.metrics import Metrics
+from orderpulse.settings import Settings
+from orderpulse.streams.steps import Source, dead_letter
+from orderpulse.topics import topic_name
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 30.0
+
+
+def ch_time(value: datetime | int) -> str:
+    """A UTC timestamp as ClickHouse DateTime64(3) text."""
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def order_row(event: dict[str, Any], partition: int, offset: int, landed_at: str) -> dict[str, Any]:
+    """An ``OrderEvent`` dict as an ``order_events`` row."""
+    lines = event["lines"]
+    return {
+        **{k: event[k] for k in (
+            "event_id", "order_id", "channel", "shop_id", "channel_order_id", "event_type",
+            "status", "refund_status", "raw_status", "source_tz", "currency", "total_minor",
+            "paid_minor", "discount_minor", "shipping_minor", "tax_minor", "refunded_minor",
+            "buyer_ref", "trace_id", "source_event_id")},
+        "event_time": ch_time(event["event_time"]),
+        "received_at": ch_time(event["received_at"]),
+        "processed_at": ch_time(event["processed_at"]),
+        "landed_at": landed_at,
+        "line_ids": [ln["line_id"] for ln in lines],
+        "line_skus": [ln["sku"] for ln in lines],
+        "line_quantities": [ln["quantity"] for ln in lines],
+        "line_unit_prices_minor": [ln["unit_price_minor"] for ln in lines],
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def dead_letter_row(letter: dict[str, Any], landed_at: str) -> dict[str, Any]:
+    """A ``DeadLetter`` dict as a ``dead_letters`` row."""
+    return {
+        **{k: letter[k] for k in ("step", "reason", "error_class", "message", "channel",
+                                  "source_topic", "source_partition", "source_offset")},
+        "original_key_b64": _b64(letter["original_key"]),
+        "original_value_b64": _b64(letter["original_value"]),
+        "failed_at": ch_time(letter["failed_at"]),
+        "landed_at": landed_at,
+    }
+
+
+@dataclass
+class Batch:
+    """Rows buffered per table, and the offsets they came from."""
+
+    started: float = 0.0
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    latencies: list[tuple[str, int]] = field(default_factory=list)  # (channel, event_time ms)
+    offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    dead_letters_out: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+    def track(self, msg: Message) -> None:
+        tp = (msg.topic(), msg.partition())
+        first, _ = self.offsets.get(tp, (msg.offset(), msg.offset()))
+        self.offsets[tp] = (first, msg.offset())
+
+    def token(self, table: str) -> str:
+        """Deterministic per (table, offset ranges): a retried insert dedups on the server."""
+        spans = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.offsets.items()))
+        return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
+
+
+def _epoch_ms(value: datetime | int) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+class ClickHouseSink:
+    """Consume the normalized and dead-letter topics; write them in batches."""
+
+    def __init__(self, settings: Settings, client: ClickHouse, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.client = client
+        self.metrics = metrics
+        self.clock = clock
+        self.normalized_topic = topic_name(settings, names.TOPIC_NORMALIZED)
+        self.dlq_topic = topic_name(settings, names.TOPIC_DLQ)
+        self.batch = Batch()
+        self._stop = threading.Event()
+        base = settings.kafka_client_config()
+        self.consumer = Consumer({
+            **base,
+            "group.id": settings.group(names.STEP_SINK),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(int(settings.session_timeout_s * 100), 100),
+        })
+        self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 20})
+
+    # --- loop -------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; then flush what is buffered and close."""
+        self._stop = stop
+        self.consumer.subscribe([self.normalized_topic, self.dlq_topic],
+                                on_revoke=self._on_revoke)
+        self.metrics.up.labels(names.STEP_SINK).set(1)
+        try:
+            while not stop.is_set():
+                room = max(self.settings.sink_batch_rows - len(self.batch), 1)
+                for msg in self.consumer.consume(num_messages=min(room, 1000), timeout=0.2):
+                    self._accept(msg)
+                if self._due():
+                    self.flush()
+            self.flush()
+        finally:
+            self.metrics.up.labels(names.STEP_SINK).set(0)
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _due(self) -> bool:
+        if not self.batch.offsets:
+            return False
+        age = self.clock() - self.batch.started
+        return len(self.batch) >= self.settings.sink_batch_rows or \
+            age >= self.settings.sink_batch_seconds
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Land what we hold before the partitions move, so the new owner starts
+        # after it instead of re-inserting it.
+        self.flush()
+
+    # --- per message ------------------------------------------------------------
+    def _accept(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise KafkaException(err)
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error step=%s: %s", names.STEP_SINK, err)
+            return
+        if not self.batch.offsets:
+            self.batch.started = self.clock()
+        self.batch.track(msg)
+        landed = ch_time(int(self.clock() * 1000))
+        if msg.topic() == self.dlq_topic:
+            self._accept_dead_letter(msg, landed)
+        else:
+            self._accept_order(msg, landed)
+
+    def _accept_order(self, msg: Message, landed: str) -> None:
+        value = msg.value() or b""
+        try:
+            event = codec("OrderEvent").decode(value)
+        except InputError as exc:
+            self._reject(msg, exc)
+            return
+        row = order_row(event, msg.partition(), msg.offset(), landed)
+        self.batch.rows.setdefault(names.TABLE_ORDER_EVENTS, []).append(row)
+        self.batch.latencies.append((event["channel"], _epoch_ms(event["event_time"])))
+
+    def _accept_dead_letter(self, msg: Message, landed: str) -> None:
+        value = msg.value() or b""
+        try:
+            letter = codec("DeadLetter").decode(value)
+        except InputError as exc:
+            # A foreign record on the dead-letter topic: keep it, wrapped, rather
+            # than send it back to the topic it came from.
+            src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), value)
+            letter = codec("DeadLetter").decode(dead_letter(
+                names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
+                failed_at=int(self.clock() * 1000)))
+        self.batch.rows.setdefault(names.TABLE_DEAD_LETTERS, []).append(
+            dead_letter_row(letter, landed))
+
+    def _reject(self, msg: Message, exc: InputError) -> None:
+        src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"")
+        letter = dead_letter(names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
+                             failed_at=int(self.clock() * 1000))
+        self.producer.produce(self.dlq_topic, key=msg.key(), value=letter)
+        self.batch.dead_letters_out += 1
+        self.metrics.dead_letters.labels(names.STEP_SINK, exc.reason).inc()
+
+    # --- flush --------------------------------------------------------------------
+    def flush(self) -> None:
+        """Insert every table's rows, flush dead letters, then commit offsets."""
+        if not self.batch.offsets:
+            return
+        for table, rows in self.batch.rows.items():
+            if rows:
+                self._insert_with_retry(table, rows)
+        if self.producer.flush(30) > 0:
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT,
+                                            "dead letters not acknowledged; not committing"))
+        self._commit()
+        self._observe()
+        self.batch = Batch()
+
+    def _insert_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
+        token, backoff = self.batch.token(table), 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                self.client.insert_rows(table, rows, dedup_token=token)
+            except ClickHouseError as exc:
+                self.metrics.sink_failures.labels(table).inc()
+                log.warning("insert failed step=%s table=%s rows=%d retry_in=%.1fs: %s",
+                            names.STEP_SINK, table, len(rows), backoff, str(exc)[:300])
+                if self._stop.is_set():
+                    # Stopping: leave without committing; the batch is re-read later.
+                    raise
+                self._wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            self.metrics.sink_batch_seconds.labels(table).observe(time.perf_counter() - started)
+            self.metrics.sink_batch_rows.labels(table).observe(len(rows))
+            return
+
+    def _wait(self, seconds: float) -> None:
+        # consume() on paused partitions keeps the group membership alive
+        # (max.poll.interval.ms) without taking new records.
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                for msg in self.consumer.consume(num_messages=1, timeout=0.1):
+                    if msg.error() is None:
+                        # Never expected; crashing re-reads it, skipping would lose it.
+                        raise RuntimeError(f"record at offset {msg.offset()} consumed while paused")
+        finally:
+            self.consumer.resume(assignment)
+
+    def _commit(self) -> None:
+        offsets = [TopicPartition(t, p, last + 1)
+                   for (t, p), (_first, last) in self.batch.offsets.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partitions: the rows are in, and the
+            # new owner's re-insert is deduplicated. Not fatal.
+            log.warning("offset commit failed step=%s: %s", names.STEP_SINK, exc)
+
+    def _observe(self) -> None:
+        now_ms = int(self.clock() * 1000)
+        events = self.metrics.events
+        for channel, event_ms in self.batch.latencies:
+            self.metrics.end_to_end_latency.labels(channel).observe(max(now_ms - event_ms, 0) / 1000)
+        by_channel: dict[str, int] = {}
+        for channel, _ in self.batch.latencies:
+            by_channel[channel] = by_channel.get(channel, 0) + 1
+        for channel, count in by_channel.items():
+            events.labels(names.STEP_SINK, channel, "out").inc(count)
+        dead = len(self.batch.rows.get(names.TABLE_DEAD_LETTERS, []))
+        if dead:
+            events.labels(names.STEP_SINK, "all", "dead_letter_landed").inc(dead)
+
+
+def run_sink(settings: Settings, client: ClickHouse, metrics: Metrics,
+             stop: threading.Event) -> None:
+    """Apply the DDL, then run the sink until ``stop``."""
+    from orderpulse.clickhouse import apply_ddl
+
+    apply_ddl(client)
+    ClickHouseSink(settings, client, metrics).run(stop)

@@ -1,0 +1,1 @@
+"""The channel sandbox: plays each channel over its real protocol on loopback."""

@@ -1,0 +1,151 @@
+"""The ``orderpulse`` command. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from orderpulse.errors import OrderPulseError
+from orderpulse.metrics import Metrics, serve
+from orderpulse.settings import Settings, load_settings
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _metrics(settings: Settings) -> Metrics:
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    serve(registry, settings.metrics_host, settings.metrics_port)
+    return metrics
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# --- subcommands --------------------------------------------------------------
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.runner import run
+
+    return run(settings, duration_s=args.duration, rate=args.rate, seed=args.seed,
+               out=sys.stdout, report=lambda s: _print_report(s, as_json=False))
+
+
+def _print_report(settings: Settings, *, as_json: bool) -> None:
+    from orderpulse.clickhouse import apply_ddl, connect
+    from orderpulse.report import build_report, render_text
+
+    client = connect(settings)
+    try:
+        apply_ddl(client)
+        data = build_report(client)
+    finally:
+        client.close()
+    print(json.dumps(data, indent=2) if as_json else render_text(data))
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    _print_report(settings, as_json=args.json)
+    return 0
+
+
+def cmd_streams(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.streams.app import run_worker
+
+    run_worker(settings, _metrics(settings))
+    return 0
+
+
+def cmd_sink(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.clickhouse import connect
+    from orderpulse.connectors.clickhouse_sink import run_sink
+
+    metrics, stop = _metrics(settings), _stop_event()
+    client = connect(settings)
+    try:
+        run_sink(settings, client, metrics, stop)
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_webhook(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.connectors.webhook import run_webhook
+
+    run_webhook(settings, _metrics(settings))
+    return 0
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse import stack
+
+    return stack.command(settings, args.action, out=sys.stdout)
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.bench import main as bench_main
+
+    return bench_main(settings, events=args.events, out=sys.stdout,
+                      markdown=Path(args.markdown) if args.markdown else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderpulse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline on the embedded stack, then report")
+    run.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    run.add_argument("--rate", type=float, default=200.0, help="sandbox webhooks per second")
+    run.add_argument("--seed", type=int, default=1)
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="print the report read back from ClickHouse")
+    rep.add_argument("--json", action="store_true", help="machine-readable JSON")
+    rep.set_defaults(func=cmd_report)
+    stk = sub.add_parser("stack", help="start/stop/inspect the embedded broker")
+    stk.add_argument("action", choices=["up", "down", "status"])
+    stk.set_defaults(func=cmd_stack)
+    bench = sub.add_parser("bench", help="benchmarks; ratios to baselines measured in the same run")
+    bench.add_argument("--events", type=int, default=20000)
+    bench.add_argument("--markdown", default=None, help="also write the table to this file")
+    bench.set_defaults(func=cmd_bench)
+    for name, func, text in (("streams", cmd_streams, "one Faust worker (normalize)"),
+                             ("sink", cmd_sink, "the ClickHouse sink connector"),
+                             ("webhook", cmd_webhook, "the webhook receiver connector")):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # pydantic ValidationError is a ValueError
+        print(f"orderpulse: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings)
+    try:
+        return int(args.func(settings, args))
+    except OrderPulseError as exc:
+        print(f"orderpulse {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

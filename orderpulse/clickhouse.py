@@ -1,0 +1,145 @@
+"""One ClickHouse interface over two engines: in-process chdb and a server.
+
+Both speak the same SQL and move rows as JSONEachRow bytes, so the sink, the
+DDL and the report run unchanged on the embedded engine and on a ClickHouse
+server (via clickhouse-connect's HTTP interface).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any, Protocol
+
+import orjson
+
+from orderpulse.errors import ClickHouseError, ConfigError
+from orderpulse.settings import Settings
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ClickHouse(Protocol):
+    database: str
+
+    def command(self, sql: str) -> None: ...
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], *, dedup_token: str) -> None: ...
+
+    def query_rows(self, sql: str) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def _json_lines(rows: list[dict[str, Any]]) -> bytes:
+    return b"\n".join(orjson.dumps(r) for r in rows)
+
+
+def _parse_json_lines(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ConfigError(f"not a plain identifier: {name!r}")
+    return name
+
+
+class EmbeddedClickHouse:
+    """ClickHouse in this process (chdb), data under ``path``.
+
+    chdb allows one open session per process and locks its path, so only one
+    process (the sink during a run, the report afterwards) opens it at a time.
+    """
+
+    def __init__(self, path: str, database: str) -> None:
+        from chdb import session  # imported here: only the embedded mode needs it
+
+        self.database = _check_ident(database)
+        self._session = session.Session(path)
+
+    def command(self, sql: str) -> None:
+        self._run(sql)
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], *, dedup_token: str) -> None:
+        token = dedup_token.replace("'", "")
+        sql = (f"INSERT INTO {self.database}.{_check_ident(table)} "
+               f"SETTINGS insert_deduplication_token='{token}' FORMAT JSONEachRow\n")
+        self._run(sql + _json_lines(rows).decode())
+
+    def query_rows(self, sql: str) -> list[dict[str, Any]]:
+        return _parse_json_lines(self._run(sql, "JSONEachRow"))
+
+    def _run(self, sql: str, fmt: str = "CSV") -> bytes:
+        try:
+            return bytes(self._session.query(sql, fmt).bytes())
+        except Exception as exc:  # chdb raises its own ChdbError/RuntimeError
+            raise ClickHouseError(str(exc)[:2000]) from exc
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class ServerClickHouse:
+    """A ClickHouse server over HTTP (clickhouse-connect)."""
+
+    def __init__(self, settings: Settings) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+        self.database = _check_ident(settings.clickhouse_database)
+        self._driver_error: type[Exception] = DriverError
+        try:
+            self._client = clickhouse_connect.get_client(
+                dsn=settings.clickhouse_url, username=settings.clickhouse_user,
+                password=settings.clickhouse_password.get_secret_value(),
+                autogenerate_session_id=False,
+            )
+        except DriverError as exc:
+            raise ClickHouseError(f"cannot connect to ClickHouse: {exc}") from exc
+
+    def command(self, sql: str) -> None:
+        try:
+            self._client.command(sql)
+        except self._driver_error as exc:
+            raise ClickHouseError(str(exc)[:2000]) from exc
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]], *, dedup_token: str) -> None:
+        try:
+            self._client.raw_insert(
+                f"{self.database}.{_check_ident(table)}", insert_block=_json_lines(rows),
+                fmt="JSONEachRow", settings={"insert_deduplication_token": dedup_token},
+            )
+        except self._driver_error as exc:
+            raise ClickHouseError(str(exc)[:2000]) from exc
+
+    def query_rows(self, sql: str) -> list[dict[str, Any]]:
+        try:
+            return _parse_json_lines(self._client.raw_query(sql, fmt="JSONEachRow"))
+        except self._driver_error as exc:
+            raise ClickHouseError(str(exc)[:2000]) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def connect(settings: Settings) -> ClickHouse:
+    """The engine the settings select: a server if ``CLICKHOUSE_URL`` is set, else chdb."""
+    if settings.embedded_clickhouse:
+        settings.chdb_path.mkdir(parents=True, exist_ok=True)
+        return EmbeddedClickHouse(str(settings.chdb_path), settings.clickhouse_database)
+    return ServerClickHouse(settings)
+
+
+def ddl_statements(database: str) -> list[str]:
+    """The versioned DDL files in ``schemas/clickhouse``, in order, for ``database``."""
+    folder = resources.files("orderpulse.schemas").joinpath("clickhouse")
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return [p.read_text(encoding="utf-8").replace("{db}", _check_ident(database)) for p in files]
+
+
+def apply_ddl(client: ClickHouse) -> None:
+    """Create the database and tables (idempotent: every statement is IF NOT EXISTS)."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {client.database}")
+    for statement in ddl_statements(client.database):
+        client.command(statement)

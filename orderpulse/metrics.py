@@ -1,0 +1,77 @@
+"""Every Prometheus metric of orderpulse, built in one place from an injected registry.
+
+Base units (seconds, rows), ``_total`` counters, and labels from bounded sets
+only: step, topic, channel, reason, outcome. Never an id, never PII.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Channel event time to ClickHouse row: sub-second on a healthy pipeline, hours
+# when a channel redelivers late, so the buckets span both.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+_BATCH_ROWS_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    events: Counter
+    dead_letters: Counter
+    webhook_requests: Counter
+    sink_batch_rows: Histogram
+    sink_batch_seconds: Histogram
+    sink_failures: Counter
+    end_to_end_latency: Histogram
+    up: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        """Register every metric on ``registry`` (tests pass a fresh one)."""
+        return cls(
+            events=Counter(
+                "orderpulse_events_total",
+                "Events through a step: outcome in (consumed/received), out (emitted/landed), "
+                "dead_letter, rejected.",
+                ["step", "channel", "outcome"], registry=registry,
+            ),
+            dead_letters=Counter(
+                "orderpulse_dead_letters_total", "Records sent to the dead-letter topic.",
+                ["step", "reason"], registry=registry,
+            ),
+            webhook_requests=Counter(
+                "orderpulse_webhook_requests_total", "Webhook HTTP requests by answer.",
+                ["channel", "code"], registry=registry,
+            ),
+            sink_batch_rows=Histogram(
+                "orderpulse_sink_batch_rows", "Rows per ClickHouse insert.",
+                ["table"], buckets=_BATCH_ROWS_BUCKETS, registry=registry,
+            ),
+            sink_batch_seconds=Histogram(
+                "orderpulse_sink_batch_seconds", "Duration of one ClickHouse insert.",
+                ["table"], registry=registry,
+            ),
+            sink_failures=Counter(
+                "orderpulse_sink_failures_total", "Failed ClickHouse inserts (retried).",
+                ["table"], registry=registry,
+            ),
+            end_to_end_latency=Histogram(
+                "orderpulse_end_to_end_latency_seconds",
+                "Channel event time to the row landing in ClickHouse.",
+                ["channel"], buckets=_LATENCY_BUCKETS, registry=registry,
+            ),
+            up=Gauge(
+                "orderpulse_process_up", "1 while the process runs its step.",
+                ["step"], registry=registry,
+            ),
+        )
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> int:
+    """Expose ``registry`` on http://host:port/metrics; returns the bound port (0 = none)."""
+    if port == 0:
+        return 0
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)

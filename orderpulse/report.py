@@ -1,0 +1,76 @@
+"""The run report, read back from ClickHouse: what landed, by channel and status,
+and what was dead-lettered, with reasons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orderpulse import names
+from orderpulse.clickhouse import ClickHouse
+
+
+def build_report(client: ClickHouse) -> dict[str, Any]:
+    """Figures as plain data (``orderpulse report --json`` prints exactly this)."""
+    db = client.database
+    events = f"{db}.{names.TABLE_ORDER_EVENTS}"
+    dead = f"{db}.{names.TABLE_DEAD_LETTERS}"
+    # FINAL: at-least-once delivery may have landed a copy that a merge has not
+    # collapsed yet; the report counts each event once.
+    totals = client.query_rows(
+        f"SELECT count() AS events, uniqExact(order_id) AS orders, "
+        f"countIf(event_time > landed_at) AS future_events FROM {events} FINAL")[0]
+    by_channel_status = client.query_rows(
+        f"SELECT channel, status, count() AS events, uniqExact(order_id) AS orders "
+        f"FROM {events} FINAL GROUP BY channel, status ORDER BY channel, status")
+    latest = client.query_rows(
+        f"SELECT channel, status, count() AS orders FROM ("
+        f"SELECT channel, order_id, argMax(status, (event_time, processed_at)) AS status "
+        f"FROM {events} FINAL GROUP BY channel, order_id) "
+        f"GROUP BY channel, status ORDER BY channel, status")
+    dead_rows = client.query_rows(
+        f"SELECT step, reason, count() AS records, any(message) AS example "
+        f"FROM {dead} FINAL GROUP BY step, reason ORDER BY records DESC, step, reason")
+    latency = client.query_rows(
+        f"SELECT channel, "
+        f"quantile(0.5)(dateDiff('millisecond', event_time, landed_at)) / 1000 AS p50_s, "
+        f"quantile(0.99)(dateDiff('millisecond', event_time, landed_at)) / 1000 AS p99_s "
+        f"FROM {events} FINAL GROUP BY channel ORDER BY channel")
+    return {
+        "events": int(totals["events"]),
+        "orders": int(totals["orders"]),
+        "future_events": int(totals["future_events"]),
+        "events_by_channel_status": by_channel_status,
+        "orders_by_current_status": latest,
+        "dead_letters": sum(int(r["records"]) for r in dead_rows),
+        "dead_letters_by_reason": dead_rows,
+        "event_to_landed_latency": latency,
+    }
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    out = ["  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    for r in rows:
+        out.append("  " + "  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths,
+                                                                         strict=True)))
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report as a terminal table."""
+    lines = [
+        f"orderpulse report: {report['events']} normalized events for {report['orders']} "
+        f"orders; {report['dead_letters']} dead letters",
+        "", "Orders by current status:",
+        *_table(report["orders_by_current_status"], ["channel", "status", "orders"]),
+        "", "Events by channel and status:",
+        *_table(report["events_by_channel_status"], ["channel", "status", "events", "orders"]),
+        "", "Dead letters by reason:",
+        *_table(report["dead_letters_by_reason"], ["step", "reason", "records", "example"]),
+        "", "Latency, channel event time to ClickHouse row (seconds):",
+        *_table(report["event_to_landed_latency"], ["channel", "p50_s", "p99_s"]),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""The one settings object, read from the environment once at the entry point.
+
+Every setting is documented here once: its environment variable and default.
+Library code receives a ``Settings`` and never reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration (frozen).
+
+    External mode: when ``KAFKA_BOOTSTRAP_SERVERS`` is set nothing embedded
+    starts for Kafka; when ``CLICKHOUSE_URL`` is set the ClickHouse server is
+    used through clickhouse-connect instead of the in-process chdb engine.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="host:port list of an external Kafka; unset = embedded Tansu broker.",
+    )
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict, alias="KAFKA_CONFIG",
+        description="JSON object of raw librdkafka settings (security.protocol, sasl.*, ...), "
+        "passed through to every confluent-kafka client.",
+    )
+    topic_suffix: str = Field(
+        default="", alias="ORDERPULSE_TOPIC_SUFFIX",
+        description="Appended to every topic and consumer group name (tests isolate runs with it).",
+    )
+    default_partitions: int = Field(default=4, alias="ORDERPULSE_PARTITIONS")
+    session_timeout_s: float = Field(
+        default=6.0, alias="ORDERPULSE_SESSION_TIMEOUT_S",
+        description="Consumer group session timeout. 6 s is Kafka's minimum; group joins on the "
+        "embedded broker take about half of it.",
+    )
+
+    # --- ClickHouse ------------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        default=None, alias="CLICKHOUSE_URL",
+        description="http(s)://host:port of a ClickHouse server; unset = embedded chdb.",
+    )
+    clickhouse_user: str = Field(default="default", alias="CLICKHOUSE_USER")
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_PASSWORD")
+    clickhouse_database: str = Field(default="orderpulse", alias="CLICKHOUSE_DATABASE")
+    data_dir: Path = Field(
+        default=Path("var"), alias="ORDERPULSE_DATA_DIR",
+        description="Where the embedded engine keeps its data (and run state).",
+    )
+
+    # --- Sink ------------------------------------------------------------------
+    sink_batch_rows: int = Field(
+        default=5000, alias="ORDERPULSE_SINK_BATCH_ROWS",
+        description="Insert when this many rows are buffered ...",
+    )
+    sink_batch_seconds: float = Field(
+        default=1.0, alias="ORDERPULSE_SINK_BATCH_SECONDS",
+        description="... or when the oldest buffered row is this old (ClickHouse wants about "
+        "one insert per second per table, never row-at-a-time).",
+    )
+
+    # --- Connectors ------------------------------------------------------------
+    webhook_host: str = Field(default="127.0.0.1", alias="ORDERPULSE_WEBHOOK_HOST")
+    webhook_port: int = Field(
+        default=0, alias="ORDERPULSE_WEBHOOK_PORT",
+        description="Webhook receiver port; 0 = a free port chosen by `orderpulse run`.",
+    )
+    webhook_max_body_bytes: int = Field(default=1_048_576, alias="ORDERPULSE_WEBHOOK_MAX_BODY")
+    webhook_ack_timeout_s: float = Field(
+        default=10.0, alias="ORDERPULSE_WEBHOOK_ACK_TIMEOUT_S",
+        description="How long a webhook waits for the Kafka acknowledgement before answering 503.",
+    )
+    shopify_webhook_secret: SecretStr = Field(
+        default=SecretStr(""), alias="SHOPIFY_WEBHOOK_SECRET",
+        description="Shopify app client secret used to verify X-Shopify-Hmac-Sha256.",
+    )
+
+    # --- Observability ---------------------------------------------------------
+    metrics_host: str = Field(default="127.0.0.1", alias="ORDERPULSE_METRICS_HOST")
+    metrics_port: int = Field(
+        default=0, alias="ORDERPULSE_METRICS_PORT",
+        description="Prometheus endpoint port of this process; 0 = do not serve.",
+    )
+    log_level: str = Field(default="INFO", alias="ORDERPULSE_LOG_LEVEL")
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return not self.clickhouse_url
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+    def group(self, name: str) -> str:
+        """Consumer group id for a named step, isolated by the topic suffix."""
+        return f"orderpulse.{name}{self.topic_suffix}"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Base librdkafka config: bootstrap plus the pass-through dict."""
+        if not self.kafka_bootstrap_servers:
+            raise ValueError("kafka_bootstrap_servers is not set (is the broker started?)")
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; keyword overrides win (by field name)."""
+    base = Settings()
+    return base.model_copy(update=overrides) if overrides else base

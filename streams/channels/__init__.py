@@ -1,0 +1,29 @@
+"""Per-channel normalizers: a channel's native payload to ``OrderEvent`` dicts.
+
+Each channel module exposes ``normalize(raw, *, processed_at) -> list[dict]``
+where ``raw`` is a decoded ``RawEvent``. It raises ``InputError`` subclasses
+for bad input and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from orderpulse import names
+from orderpulse.errors import MappingError
+from orderpulse.streams.channels import shopify
+
+Normalizer = Callable[..., list[dict[str, Any]]]
+
+NORMALIZERS: dict[str, Normalizer] = {
+    names.CHANNEL_SHOPIFY: shopify.normalize,
+}
+
+
+def normalizer_for(channel: str) -> Normalizer:
+    try:
+        return NORMALIZERS[channel]
+    except KeyError:
+        raise MappingError(f"no normalizer for channel {channel[:40]!r}",
+                           reason="unknown_channel") from None

@@ -1,0 +1,196 @@
+"""Shopify ``orders/*`` webhook bodies (REST Admin API Order resource) to ``OrderEvent``.
+
+Shopify facts this relies on (shopify.dev, Order resource and webhooks):
+- ids are integers up to 19 digits: kept as strings, parsed without floats;
+- money is a decimal string in the shop currency (``total_price: "199.00"``);
+- times are ISO 8601 with the shop's offset (``2026-11-11T10:00:00-05:00``);
+- ``financial_status``: pending, authorized, partially_paid, paid,
+  partially_refunded, refunded, voided, expired; ``fulfillment_status``:
+  null, partial, fulfilled, restocked; ``cancelled_at``/``closed_at`` set when
+  cancelled/archived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from orderpulse import names
+from orderpulse.errors import DecodeError, MappingError
+from orderpulse.streams.money import to_minor
+from orderpulse.streams.timeparse import parse_iso_with_offset
+
+CHANNEL = names.CHANNEL_SHOPIFY
+
+# X-Shopify-Topic -> event type.
+EVENT_TYPES: dict[str, str] = {
+    "orders/create": "CREATED",
+    "orders/updated": "UPDATED",
+    "orders/paid": "PAID",
+    "orders/cancelled": "CANCELLED",
+    "orders/fulfilled": "FULFILLED",
+    "orders/partially_fulfilled": "PARTIALLY_FULFILLED",
+}
+
+# financial_status -> (lifecycle status, refund status), when neither
+# cancellation nor fulfilment decides it. `authorized` counts as paid: the
+# buyer's payment is secured and the merchant may fulfil.
+FINANCIAL_STATUS: dict[str, tuple[str, str]] = {
+    "pending": ("PENDING_PAYMENT", "NONE"),
+    "authorized": ("PAID", "NONE"),
+    "partially_paid": ("PENDING_PAYMENT", "NONE"),
+    "paid": ("PAID", "NONE"),
+    "partially_refunded": ("PAID", "PARTIAL"),
+    "refunded": ("PAID", "FULL"),
+    "voided": ("CANCELLED", "NONE"),
+    "expired": ("CANCELLED", "NONE"),
+}
+
+_UNPAID = frozenset({"pending", "partially_paid", "voided", "expired"})
+
+# fulfillment_status -> lifecycle status (None = decided by financial_status).
+FULFILLMENT_STATUS: dict[str | None, str | None] = {
+    None: None,
+    "unfulfilled": None,
+    "partial": "SHIPPED",
+    "fulfilled": "SHIPPED",
+    "restocked": "CANCELLED",
+}
+
+
+def _loads(body: bytes) -> dict[str, Any]:
+    try:
+        # Big integers stay exact (Python ints); decimal strings stay strings.
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"expected a JSON object, got {len(body)} bytes that are not JSON: "
+                          f"{exc.msg}", reason="not_json") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}", reason="not_json")
+    return doc
+
+
+def _require(doc: dict[str, Any], field: str) -> Any:
+    value = doc.get(field)
+    if value is None or value == "":
+        raise MappingError(f"missing required field {field!r}", reason="missing_field")
+    return value
+
+
+def _id_string(value: Any, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise MappingError(f"{field}: expected a numeric id, got {type(value).__name__}",
+                           reason="bad_id")
+    return str(value)
+
+
+def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
+    """(status, refund_status, raw_status) of a Shopify order; raises on unknown values."""
+    financial = doc.get("financial_status")
+    fulfillment = doc.get("fulfillment_status")
+    raw = f"financial={financial};fulfillment={fulfillment}"
+    if financial not in FINANCIAL_STATUS:
+        raise MappingError(f"unmapped financial_status {str(financial)[:40]!r}",
+                           reason="unmapped_status")
+    if fulfillment not in FULFILLMENT_STATUS:
+        raise MappingError(f"unmapped fulfillment_status {str(fulfillment)[:40]!r}",
+                           reason="unmapped_status")
+    status, refund = FINANCIAL_STATUS[financial]
+    shipped = FULFILLMENT_STATUS[fulfillment]
+    if doc.get("cancelled_at"):
+        status = "CANCELLED"
+    elif shipped is not None:
+        status = "COMPLETED" if doc.get("closed_at") and shipped == "SHIPPED" else shipped
+    return status, refund, raw
+
+
+def _shipping(doc: dict[str, Any], currency: str) -> int:
+    money = ((doc.get("total_shipping_price_set") or {}).get("shop_money") or {})
+    if money.get("amount") is not None:
+        return to_minor(money["amount"], currency, field="total_shipping_price_set")
+    return sum(to_minor(line.get("price"), currency, field="shipping_lines.price")
+               for line in doc.get("shipping_lines") or [])
+
+
+def _refunded(doc: dict[str, Any], currency: str) -> int:
+    total = 0
+    for refund in doc.get("refunds") or []:
+        for tx in refund.get("transactions") or []:
+            if tx.get("kind") == "refund" and tx.get("status") == "success":
+                total += to_minor(tx.get("amount"), currency, field="refunds.transactions.amount")
+    return total
+
+
+def _lines(doc: dict[str, Any], currency: str) -> list[dict[str, Any]]:
+    lines = []
+    for item in doc.get("line_items") or []:
+        if not isinstance(item, dict):
+            raise MappingError("line_items: expected objects", reason="bad_line")
+        qty = item.get("quantity")
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
+            raise MappingError("line_items.quantity: expected a non-negative integer",
+                               reason="bad_line")
+        sku = item.get("sku") or f"variant:{item.get('variant_id')}"
+        lines.append({
+            "line_id": _id_string(_require(item, "id"), "line_items.id"),
+            "sku": str(sku),
+            "quantity": qty,
+            "unit_price_minor": to_minor(item.get("price"), currency, field="line_items.price"),
+        })
+    return lines
+
+
+def _paid(doc: dict[str, Any], total: int, currency: str) -> int:
+    if doc.get("total_outstanding") is not None:
+        outstanding = to_minor(doc["total_outstanding"], currency, field="total_outstanding")
+        return max(total - outstanding, 0)
+    return 0 if doc.get("financial_status") in _UNPAID else total
+
+
+def event_id(order_id: str, event_type: str, event_time_ms: int) -> str:
+    """Deterministic id: a redelivery of the same channel event gets the same id."""
+    key = f"{order_id}|{event_type}|{event_time_ms}".encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def normalize(raw: dict[str, Any], *, processed_at: int) -> list[dict[str, Any]]:
+    """One Shopify webhook ``RawEvent`` -> one ``OrderEvent`` dict."""
+    topic = raw["source_topic"]
+    if topic not in EVENT_TYPES:
+        raise MappingError(f"unsupported Shopify topic {topic[:60]!r}", reason="unknown_topic")
+    doc = _loads(raw["body"])
+    channel_order_id = _id_string(_require(doc, "id"), "id")
+    currency = str(_require(doc, "currency"))
+    status, refund, raw_status = map_status(doc)
+    time_field = "updated_at" if doc.get("updated_at") else "created_at"
+    event_time, source_tz = parse_iso_with_offset(_require(doc, time_field), field=time_field)
+    total = to_minor(_require(doc, "total_price"), currency, field="total_price")
+    order_id = f"{CHANNEL}:{channel_order_id}"
+    return [{
+        "event_id": event_id(order_id, EVENT_TYPES[topic], event_time),
+        "order_id": order_id,
+        "channel": CHANNEL,
+        "shop_id": raw["shop_id"],
+        "channel_order_id": channel_order_id,
+        "event_type": EVENT_TYPES[topic],
+        "status": status,
+        "refund_status": refund,
+        "raw_status": raw_status,
+        "event_time": event_time,
+        "source_tz": source_tz,
+        "received_at": raw["received_at"],
+        "processed_at": processed_at,
+        "currency": currency.upper(),
+        "total_minor": total,
+        "paid_minor": _paid(doc, total, currency),
+        "discount_minor": to_minor(doc.get("total_discounts"), currency, field="total_discounts"),
+        "shipping_minor": _shipping(doc, currency),
+        "tax_minor": to_minor(doc.get("total_tax"), currency, field="total_tax"),
+        "refunded_minor": _refunded(doc, currency),
+        "lines": _lines(doc, currency),
+        "buyer_ref": None,
+        "trace_id": raw["request_id"],
+        "source_event_id": raw.get("source_event_id"),
+    }]

@@ -1,0 +1,81 @@
+"""Pure step functions: Kafka message in, messages out. No I/O, no clock reads.
+
+The Faust agents in ``orderpulse.streams.app`` only decode the Kafka event,
+call these, and send what they return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orderpulse import names
+from orderpulse.avro import codec
+from orderpulse.errors import InputError
+from orderpulse.streams.channels import NORMALIZERS, normalizer_for
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from: the dead-letter record's provenance."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class StepResult:
+    """What one input produced: keyed outputs, or one dead letter."""
+
+    outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead_letter: bytes | None = None
+    reason: str | None = None
+    channel: str = "unknown"
+
+
+def dead_letter(step: str, src: Source, exc: BaseException, *, reason: str,
+                channel: str | None, failed_at: int) -> bytes:
+    """Encode a ``DeadLetter`` carrying the original bytes and the failure."""
+    return codec("DeadLetter").encode({
+        "step": step,
+        "reason": reason,
+        "error_class": type(exc).__name__,
+        # Messages are built by our code from field names and bounded value
+        # excerpts, never from buyer data, so they are safe to store.
+        "message": str(exc)[:500],
+        "channel": channel,
+        "source_topic": src.topic,
+        "source_partition": src.partition,
+        "source_offset": src.offset,
+        "original_key": src.key,
+        "original_value": src.value,
+        "failed_at": failed_at,
+    })
+
+
+def normalize_message(src: Source, *, now_ms: int) -> StepResult:
+    """``orders.raw.*`` message -> ``orders.normalized`` messages, or a dead letter.
+
+    Never raises: an unexpected exception is a dead letter with reason
+    ``internal_error`` so one poison message cannot stop the partition.
+    """
+    channel: str | None = None
+    try:
+        raw: dict[str, Any] = codec("RawEvent").decode(src.value)
+        # Only known channels become labels: metric label sets stay bounded.
+        channel = raw["channel"] if raw["channel"] in NORMALIZERS else None
+        events = normalizer_for(raw["channel"])(raw, processed_at=now_ms)
+        order_codec = codec("OrderEvent")
+        outputs = [(e["order_id"].encode(), order_codec.encode(e)) for e in events]
+        return StepResult(outputs=outputs, channel=raw["channel"])
+    except InputError as exc:
+        reason = exc.reason
+        error: BaseException = exc
+    except Exception as exc:  # noqa: BLE001 - see docstring: a bug must not stop the partition
+        reason, error = "internal_error", exc
+    letter = dead_letter(names.STEP_NORMALIZE, src, error, reason=reason, channel=channel,
+                         failed_at=now_ms)
+    return StepResult(dead_letter=letter, reason=reason, channel=channel or "unknown")

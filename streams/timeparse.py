@@ -1,0 +1,41 @@
+"""Channel timestamps to UTC milliseconds, keeping the zone the channel stated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from orderpulse.errors import MappingError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def offset_label(offset: timedelta | None) -> str:
+    """``-05:00`` style label of a UTC offset."""
+    if offset is None:
+        return "UTC"
+    total = int(offset.total_seconds())
+    sign = "-" if total < 0 else "+"
+    hours, minutes = divmod(abs(total) // 60, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"
+
+
+def parse_iso_with_offset(value: object, *, field: str) -> tuple[int, str]:
+    """ISO 8601 with an explicit offset (Shopify) -> (UTC epoch ms, source offset label).
+
+    A naive timestamp is refused: guessing its zone is how a server in the
+    wrong zone delays a day of orders.
+    """
+    if not isinstance(value, str) or not value:
+        raise MappingError(f"{field}: expected an ISO 8601 timestamp, got {value!r}"[:120],
+                           reason="bad_timestamp")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise MappingError(f"{field}: expected ISO 8601, got {value[:40]!r}",
+                           reason="bad_timestamp") from exc
+    if parsed.tzinfo is None:
+        raise MappingError(f"{field}: timestamp {value[:40]!r} has no UTC offset",
+                           reason="bad_timestamp")
+    # Integer arithmetic: float seconds would lose the millisecond.
+    return (parsed - _EPOCH) // _MS, offset_label(parsed.utcoffset())
