@@ -280,7 +280,8 @@ class ClickHouseSink:
         now_ms = int(self.clock() * 1000)
         events = self.metrics.events
         for channel, event_ms in self.batch.latencies:
-            self.metrics.end_to_end_latency.labels(channel).observe(max(now_ms - event_ms, 0) / 1000)
+            latency_s = max(now_ms - event_ms, 0) / 1000
+            self.metrics.end_to_end_latency.labels(channel).observe(latency_s)
         by_channel: dict[str, int] = {}
         for channel, _ in self.batch.latencies:
             by_channel[channel] = by_channel.get(channel, 0) + 1

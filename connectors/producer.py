@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 
-class Backpressure(Exception):  # noqa: N818 - a condition, not a failure
+class Backpressure(Exception):
     """The local produce queue is full: answer the caller with a retryable status."""
 
 

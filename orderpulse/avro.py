@@ -88,10 +88,12 @@ class Codec:
                 f"unknown {self.schema.name} schema fingerprint {data[2:_HEADER_LEN].hex()}",
                 reason="unknown_schema",
             )
+        body = io.BytesIO(data[_HEADER_LEN:])
         try:
-            return schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), writer.parsed, self.schema.parsed)
+            return schemaless_reader(body, writer.parsed, self.schema.parsed)
         except (EOFError, ValueError, TypeError, IndexError) as exc:
-            raise DecodeError(f"corrupt {self.schema.name} body: {exc}", reason="corrupt_avro") from exc
+            raise DecodeError(f"corrupt {self.schema.name} body: {exc}",
+                              reason="corrupt_avro") from exc
 
 
 @cache

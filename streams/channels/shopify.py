@@ -79,6 +79,24 @@ def _require(doc: dict[str, Any], field: str) -> Any:
     return value
 
 
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MappingError(f"{field}: expected an object, got {type(value).__name__}",
+                           reason="bad_shape")
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MappingError(f"{field}: expected a list, got {type(value).__name__}",
+                           reason="bad_shape")
+    return value
+
+
 def _id_string(value: Any, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
         raise MappingError(f"{field}: expected a numeric id, got {type(value).__name__}",
@@ -91,10 +109,10 @@ def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
     financial = doc.get("financial_status")
     fulfillment = doc.get("fulfillment_status")
     raw = f"financial={financial};fulfillment={fulfillment}"
-    if financial not in FINANCIAL_STATUS:
+    if not isinstance(financial, str) or financial not in FINANCIAL_STATUS:
         raise MappingError(f"unmapped financial_status {str(financial)[:40]!r}",
                            reason="unmapped_status")
-    if fulfillment not in FULFILLMENT_STATUS:
+    if not isinstance(fulfillment, (str, type(None))) or fulfillment not in FULFILLMENT_STATUS:
         raise MappingError(f"unmapped fulfillment_status {str(fulfillment)[:40]!r}",
                            reason="unmapped_status")
     status, refund = FINANCIAL_STATUS[financial]
@@ -107,17 +125,20 @@ def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _shipping(doc: dict[str, Any], currency: str) -> int:
-    money = ((doc.get("total_shipping_price_set") or {}).get("shop_money") or {})
+    price_set = _obj(doc.get("total_shipping_price_set"), "total_shipping_price_set")
+    money = _obj(price_set.get("shop_money"), "total_shipping_price_set.shop_money")
     if money.get("amount") is not None:
         return to_minor(money["amount"], currency, field="total_shipping_price_set")
-    return sum(to_minor(line.get("price"), currency, field="shipping_lines.price")
-               for line in doc.get("shipping_lines") or [])
+    lines = _list(doc.get("shipping_lines"), "shipping_lines")
+    return sum(to_minor(_obj(line, "shipping_lines[]").get("price"), currency,
+                        field="shipping_lines.price") for line in lines)
 
 
 def _refunded(doc: dict[str, Any], currency: str) -> int:
     total = 0
-    for refund in doc.get("refunds") or []:
-        for tx in refund.get("transactions") or []:
+    for refund in _list(doc.get("refunds"), "refunds"):
+        for tx in _list(_obj(refund, "refunds[]").get("transactions"), "refunds.transactions"):
+            tx = _obj(tx, "refunds.transactions[]")
             if tx.get("kind") == "refund" and tx.get("status") == "success":
                 total += to_minor(tx.get("amount"), currency, field="refunds.transactions.amount")
     return total
@@ -125,9 +146,8 @@ def _refunded(doc: dict[str, Any], currency: str) -> int:
 
 def _lines(doc: dict[str, Any], currency: str) -> list[dict[str, Any]]:
     lines = []
-    for item in doc.get("line_items") or []:
-        if not isinstance(item, dict):
-            raise MappingError("line_items: expected objects", reason="bad_line")
+    for item in _list(doc.get("line_items"), "line_items"):
+        item = _obj(item, "line_items[]")
         qty = item.get("quantity")
         if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
             raise MappingError("line_items.quantity: expected a non-negative integer",
