@@ -42,8 +42,8 @@ def ch_time(value: datetime | int) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def order_row(event: dict[str, Any], partition: int, offset: int, landed_at: str) -> dict[str, Any]:
-    """An ``OrderEvent`` dict as an ``order_events`` row."""
+def order_row(event: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """An ``OrderEvent`` dict as an ``order_events`` row (``landed_at`` set at insert)."""
     lines = event["lines"]
     return {
         **{k: event[k] for k in (
@@ -54,7 +54,6 @@ def order_row(event: dict[str, Any], partition: int, offset: int, landed_at: str
         "event_time": ch_time(event["event_time"]),
         "received_at": ch_time(event["received_at"]),
         "processed_at": ch_time(event["processed_at"]),
-        "landed_at": landed_at,
         "line_ids": [ln["line_id"] for ln in lines],
         "line_skus": [ln["sku"] for ln in lines],
         "line_quantities": [ln["quantity"] for ln in lines],
@@ -68,15 +67,14 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
 
-def dead_letter_row(letter: dict[str, Any], landed_at: str) -> dict[str, Any]:
-    """A ``DeadLetter`` dict as a ``dead_letters`` row."""
+def dead_letter_row(letter: dict[str, Any]) -> dict[str, Any]:
+    """A ``DeadLetter`` dict as a ``dead_letters`` row (``landed_at`` set at insert)."""
     return {
         **{k: letter[k] for k in ("step", "reason", "error_class", "message", "channel",
                                   "source_topic", "source_partition", "source_offset")},
         "original_key_b64": _b64(letter["original_key"]),
         "original_value_b64": _b64(letter["original_value"]),
         "failed_at": ch_time(letter["failed_at"]),
-        "landed_at": landed_at,
     }
 
 
@@ -177,24 +175,23 @@ class ClickHouseSink:
         if not self.batch.offsets:
             self.batch.started = self.clock()
         self.batch.track(msg)
-        landed = ch_time(int(self.clock() * 1000))
         if msg.topic() == self.dlq_topic:
-            self._accept_dead_letter(msg, landed)
+            self._accept_dead_letter(msg)
         else:
-            self._accept_order(msg, landed)
+            self._accept_order(msg)
 
-    def _accept_order(self, msg: Message, landed: str) -> None:
+    def _accept_order(self, msg: Message) -> None:
         value = msg.value() or b""
         try:
             event = codec("OrderEvent").decode(value)
         except InputError as exc:
             self._reject(msg, exc)
             return
-        row = order_row(event, msg.partition(), msg.offset(), landed)
+        row = order_row(event, msg.partition(), msg.offset())
         self.batch.rows.setdefault(names.TABLE_ORDER_EVENTS, []).append(row)
         self.batch.latencies.append((event["channel"], _epoch_ms(event["event_time"])))
 
-    def _accept_dead_letter(self, msg: Message, landed: str) -> None:
+    def _accept_dead_letter(self, msg: Message) -> None:
         value = msg.value() or b""
         try:
             letter = codec("DeadLetter").decode(value)
@@ -206,7 +203,7 @@ class ClickHouseSink:
                 names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
                 failed_at=int(self.clock() * 1000)))
         self.batch.rows.setdefault(names.TABLE_DEAD_LETTERS, []).append(
-            dead_letter_row(letter, landed))
+            dead_letter_row(letter))
 
     def _reject(self, msg: Message, exc: InputError) -> None:
         src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"")
@@ -221,7 +218,11 @@ class ClickHouseSink:
         """Insert every table's rows, flush dead letters, then commit offsets."""
         if not self.batch.offsets:
             return
+        # landed_at is the insert time: the end of the end-to-end latency.
+        landed = ch_time(int(self.clock() * 1000))
         for table, rows in self.batch.rows.items():
+            for row in rows:
+                row["landed_at"] = landed
             if rows:
                 self._insert_with_retry(table, rows)
         if self.producer.flush(30) > 0:

@@ -41,8 +41,9 @@ class SchemaVersion:
 
 def _load(text: str) -> SchemaVersion:
     raw = json.loads(text)
-    parsed = parse_schema(raw, _write_hint=False)
-    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    # Keep fastavro's "already parsed" hint: without it every read/write re-parses.
+    parsed = parse_schema(raw)
+    fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO"))
     return SchemaVersion(raw["name"], int(raw.get("version", 1)), parsed, fp)
 
 
@@ -89,8 +90,10 @@ class Codec:
                 reason="unknown_schema",
             )
         body = io.BytesIO(data[_HEADER_LEN:])
+        # Schema resolution only when the writer is an older version.
+        reader = None if writer is self.schema else self.schema.parsed
         try:
-            return schemaless_reader(body, writer.parsed, self.schema.parsed)
+            return schemaless_reader(body, writer.parsed, reader)
         except (EOFError, ValueError, TypeError, IndexError) as exc:
             raise DecodeError(f"corrupt {self.schema.name} body: {exc}",
                               reason="corrupt_avro") from exc

@@ -92,6 +92,8 @@ class EmbeddedBroker:
         if not port_is_free(self.port):
             raise BrokerError(f"port {self.port} on {HOST} is already taken")
         url = f"tcp://{self.bootstrap}"
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,

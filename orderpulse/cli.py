@@ -104,6 +104,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
                       markdown=Path(args.markdown) if args.markdown else None)
 
 
+def cmd_bench_agent(_settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.bench import faust_child_main
+
+    faust_child_main(args.mode)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orderpulse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20000)
     bench.add_argument("--markdown", default=None, help="also write the table to this file")
     bench.set_defaults(func=cmd_bench)
+    agent = sub.add_parser("bench-agent", help="(internal) a Faust benchmark baseline agent")
+    agent.add_argument("mode", choices=["naive", "consume"])
+    agent.set_defaults(func=cmd_bench_agent)
     for name, func, text in (("streams", cmd_streams, "one Faust worker (normalize)"),
                              ("sink", cmd_sink, "the ClickHouse sink connector"),
                              ("webhook", cmd_webhook, "the webhook receiver connector")):

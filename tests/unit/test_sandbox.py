@@ -1,5 +1,5 @@
 from datetime import UTC, datetime
-from itertools import islice
+from itertools import islice, pairwise
 
 import orjson
 
@@ -42,7 +42,7 @@ def test_faults_are_injected_and_duplicates_repeat_the_delivery() -> None:
     kinds = {d.kind for d in sample}
     assert kinds == {"valid", "duplicate", "not_json", "missing_id", "unknown_status"}
     assert any(d.bad_signature for d in sample)
-    for prev, cur in zip(sample, sample[1:], strict=False):
+    for prev, cur in pairwise(sample):
         if cur.kind == "duplicate":
             assert (cur.body, cur.webhook_id, cur.topic) == (prev.body, prev.webhook_id, prev.topic)
 

@@ -22,7 +22,7 @@ def _event() -> dict[str, object]:
 
 
 def test_order_row_flattens_lines_and_keeps_provenance() -> None:
-    row = order_row(_event(), 3, 99, "2026-11-11 15:00:01.000")
+    row = order_row(_event(), 3, 99)
     assert row["line_skus"] == ["A"] and row["line_quantities"] == [2]
     assert row["line_unit_prices_minor"] == [50]
     assert (row["kafka_partition"], row["kafka_offset"]) == (3, 99)
@@ -34,7 +34,7 @@ def test_dead_letter_row_base64s_arbitrary_bytes() -> None:
               "message": "m", "channel": None, "source_topic": "t", "source_partition": 0,
               "source_offset": 5, "original_key": None, "original_value": b"\xff\x00",
               "failed_at": 0}
-    row = dead_letter_row(letter, "2026-11-11 15:00:01.000")
+    row = dead_letter_row(letter)
     assert row["original_value_b64"] == "/wA=" and row["original_key_b64"] is None
 
 

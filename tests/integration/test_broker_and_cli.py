@@ -1,0 +1,82 @@
+"""The embedded broker and the `orderpulse` command as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from orderpulse.broker import EmbeddedBroker
+from orderpulse.errors import BrokerError
+from orderpulse.topics import declare_topics, declared_topics
+from tests.integration.conftest import SettingsFactory
+
+pytestmark = pytest.mark.integration
+
+
+def test_topics_are_declared_once_with_their_partitions(settings_factory: SettingsFactory,
+                                                        ) -> None:
+    settings = settings_factory()  # declares
+    assert declare_topics(settings) == []  # idempotent
+    meta = AdminClient(settings.kafka_client_config()).list_topics(timeout=10)
+    for spec in declared_topics(settings):
+        assert len(meta.topics[spec.name].partitions) == spec.partitions
+
+
+def test_taken_port_is_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        with pytest.raises(BrokerError, match="already taken"):
+            EmbeddedBroker(port=sock.getsockname()[1]).start()
+
+
+def _cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL")}
+    env["ORDERPULSE_DATA_DIR"] = str(cwd / "var")
+    return subprocess.run([sys.executable, "-m", "orderpulse.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _listening_ports() -> set[str]:
+    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=False).stdout
+    return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+
+def test_run_reports_from_clickhouse_and_leaves_nothing_listening(tmp_path: Path) -> None:
+    before = _listening_ports()
+    done = _cli(["run", "--duration", "6", "--rate", "100"], tmp_path, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "drained: True" in done.stdout
+    assert "Dead letters by reason:" in done.stdout
+    assert _listening_ports() <= before | set()
+
+    report = _cli(["report", "--json"], tmp_path, timeout=60)
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    landed = int(done.stdout.split("landed ")[-1].split(";")[0])
+    # The sandbox sends duplicates (same event): the report counts each event once.
+    assert 0 < data["events"] <= landed
+    assert data["orders"] > 0
+    assert {row["channel"] for row in data["orders_by_current_status"]} == {"shopify"}
+    assert data["dead_letters"] == sum(r["records"] for r in data["dead_letters_by_reason"])
+
+
+def test_stack_up_status_down(tmp_path: Path) -> None:
+    up = _cli(["stack", "up"], tmp_path, timeout=60)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:" in up.stdout
+        status = _cli(["stack", "status"], tmp_path, timeout=30)
+        assert status.returncode == 0 and " up " in status.stdout
+    finally:
+        down = _cli(["stack", "down"], tmp_path, timeout=30)
+    assert down.returncode == 0
+    assert _cli(["stack", "status"], tmp_path, timeout=30).returncode == 3
