@@ -295,8 +295,9 @@ class ClickHouseSink:
 
 def run_sink(settings: Settings, client: ClickHouse, metrics: Metrics,
              stop: threading.Event) -> None:
-    """Apply the DDL, then run the sink until ``stop``."""
+    """Apply the DDL (unless production's migrate job owns it), then run until ``stop``."""
     from orderpulse.clickhouse import apply_ddl
 
-    apply_ddl(client)
+    if settings.apply_ddl:
+        apply_ddl(client)
     ClickHouseSink(settings, client, metrics).run(stop)

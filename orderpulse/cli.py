@@ -104,6 +104,26 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
                       markdown=Path(args.markdown) if args.markdown else None)
 
 
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.clickhouse import apply_ddl, connect
+
+    client = connect(settings)
+    try:
+        apply_ddl(client)
+    finally:
+        client.close()
+    print(f"ClickHouse schema applied to database {settings.clickhouse_database}")
+    return 0
+
+
+def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.topics import declare_topics
+
+    created = declare_topics(settings)
+    print(f"created: {', '.join(created) or 'nothing (all declared topics exist)'}")
+    return 0
+
+
 def cmd_bench_agent(_settings: Settings, args: argparse.Namespace) -> int:
     from orderpulse.bench import faust_child_main
 
@@ -132,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("bench-agent", help="(internal) a Faust benchmark baseline agent")
     agent.add_argument("mode", choices=["naive", "consume"])
     agent.set_defaults(func=cmd_bench_agent)
-    for name, func, text in (("streams", cmd_streams, "one Faust worker (normalize)"),
+    for name, func, text in (("topics", cmd_topics, "declare the pipeline's topics (idempotent)"),
+                             ("migrate", cmd_migrate, "apply the ClickHouse DDL (idempotent)"),
+                             ("streams", cmd_streams, "one Faust worker (normalize)"),
                              ("sink", cmd_sink, "the ClickHouse sink connector"),
                              ("webhook", cmd_webhook, "the webhook receiver connector")):
         sub.add_parser(name, help=text).set_defaults(func=func)
@@ -142,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(os.environ.get("ORDERPULSE_SECRETS_DIR"))
     except ValueError as exc:  # pydantic ValidationError is a ValueError
         print(f"orderpulse: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     clickhouse_user: str = Field(default="default", alias="CLICKHOUSE_USER")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_PASSWORD")
     clickhouse_database: str = Field(default="orderpulse", alias="CLICKHOUSE_DATABASE")
+    apply_ddl: bool = Field(
+        default=True, alias="ORDERPULSE_APPLY_DDL",
+        description="Sink applies the DDL at start. Production runs `orderpulse migrate` as an "
+        "admin instead, so the sink's user needs INSERT only.",
+    )
     data_dir: Path = Field(
         default=Path("var"), alias="ORDERPULSE_DATA_DIR",
         description="Where the embedded engine keeps its data (and run state).",
@@ -76,8 +81,9 @@ class Settings(BaseSettings):
     )
     webhook_max_body_bytes: int = Field(default=1_048_576, alias="ORDERPULSE_WEBHOOK_MAX_BODY")
     webhook_ack_timeout_s: float = Field(
-        default=10.0, alias="ORDERPULSE_WEBHOOK_ACK_TIMEOUT_S",
-        description="How long a webhook waits for the Kafka acknowledgement before answering 503.",
+        default=4.0, alias="ORDERPULSE_WEBHOOK_ACK_TIMEOUT_S",
+        description="How long a webhook waits for the Kafka acknowledgement before answering "
+        "503; under Shopify's 5 s delivery timeout, so the channel sees our answer.",
     )
     shopify_webhook_secret: SecretStr = Field(
         default=SecretStr(""), alias="SHOPIFY_WEBHOOK_SECRET",
@@ -115,7 +121,12 @@ class Settings(BaseSettings):
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_config}
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment; keyword overrides win (by field name)."""
-    base = Settings()
+def load_settings(secrets_dir: str | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment; keyword overrides win (by field name).
+
+    ``secrets_dir`` (``ORDERPULSE_SECRETS_DIR`` at the entry point, e.g. /run/secrets):
+    a file there named like a variable (``CLICKHOUSE_PASSWORD``) supplies its value,
+    so secrets need not sit in the environment.
+    """
+    base = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     return base.model_copy(update=overrides) if overrides else base

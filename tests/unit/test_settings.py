@@ -37,3 +37,11 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.topic_suffix = "x"  # type: ignore[misc]
+
+
+def test_every_setting_is_documented_in_readme() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [f.alias for f in Settings.model_fields.values() if f"`{f.alias}`" not in readme]
+    assert missing == []
