@@ -4,9 +4,11 @@
                                \\------> orders.dlq  (bad input, with original bytes)
 
 Agents decode the Kafka event, call a pure step from ``steps``, and send what
-it returns. Delivery: at least once. Faust flushes its producer before it
-commits consumed offsets, so an output is durable before its input is
-acknowledged; downstream idempotency comes from the deterministic event_id.
+it returns through ``output.OutputProducer``. Delivery: at least once. The
+output producer is flushed before Faust commits consumed offsets
+(``output.FlushBeforeCommit``), so an output is durable before its input's
+offset is committed; downstream idempotency comes from the deterministic
+event_id.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from orderpulse import names
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.streams.channels import NORMALIZERS
+from orderpulse.streams.output import FlushBeforeCommit, OutputProducer
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
 
@@ -55,8 +58,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     )
     raw_topics = [topic_name(settings, names.raw_topic(ch)) for ch in NORMALIZERS]
     raw = app.topic(*raw_topics, **_RAW)
-    normalized = app.topic(topic_name(settings, names.TOPIC_NORMALIZED), **_RAW)
-    dlq = app.topic(topic_name(settings, names.TOPIC_DLQ), **_RAW)
+    normalized = topic_name(settings, names.TOPIC_NORMALIZED)
+    dlq = topic_name(settings, names.TOPIC_DLQ)
+    output = OutputProducer(settings.kafka_client_config())
+    app.sensors.add(FlushBeforeCommit(output))
     events_metric = metrics.events
 
     @app.agent(raw, name=names.STEP_NORMALIZE)
@@ -67,12 +72,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             result = normalize_message(src, now_ms=_now_ms())
             events_metric.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
             for key, value in result.outputs:
-                await normalized.send(key=key, value=value)
+                output.send(normalized, key, value)
             if result.outputs:
                 events_metric.labels(names.STEP_NORMALIZE, result.channel, "out").inc(
                     len(result.outputs))
             if result.dead_letter is not None:
-                await dlq.send(key=msg.key, value=result.dead_letter)
+                output.send(dlq, msg.key, result.dead_letter)
                 events_metric.labels(names.STEP_NORMALIZE, result.channel, "dead_letter").inc()
                 metrics.dead_letters.labels(names.STEP_NORMALIZE, result.reason).inc()
 
