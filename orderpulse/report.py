@@ -19,7 +19,9 @@ def build_report(client: ClickHouse) -> dict[str, Any]:
     # collapsed yet; the report counts each event once.
     totals = client.query_rows(
         f"SELECT count() AS events, uniqExact(order_id) AS orders, "
-        f"countIf(event_time > landed_at) AS future_events FROM {events} FINAL")[0]
+        f"countIf(event_time > landed_at) AS future_events, "
+        f"toString(min(landed_at)) AS first_landed, toString(max(landed_at)) AS last_landed "
+        f"FROM {events} FINAL")[0]
     by_channel_status = client.query_rows(
         f"SELECT channel, status, count() AS events, uniqExact(order_id) AS orders "
         f"FROM {events} FINAL GROUP BY channel, status ORDER BY channel, status")
@@ -40,6 +42,7 @@ def build_report(client: ClickHouse) -> dict[str, Any]:
         "events": int(totals["events"]),
         "orders": int(totals["orders"]),
         "future_events": int(totals["future_events"]),
+        "landed_between": [totals["first_landed"], totals["last_landed"]],
         "events_by_channel_status": by_channel_status,
         "orders_by_current_status": latest,
         "dead_letters": sum(int(r["records"]) for r in dead_rows),
@@ -63,7 +66,8 @@ def render_text(report: dict[str, Any]) -> str:
     """The report as a terminal table."""
     lines = [
         f"orderpulse report: {report['events']} normalized events for {report['orders']} "
-        f"orders; {report['dead_letters']} dead letters",
+        f"orders; {report['dead_letters']} dead letters (all runs in this data directory, "
+        f"landed {report['landed_between'][0]} .. {report['landed_between'][1]} UTC)",
         "", "Orders by current status:",
         *_table(report["orders_by_current_status"], ["channel", "status", "orders"]),
         "", "Events by channel and status:",
