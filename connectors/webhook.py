@@ -1,8 +1,11 @@
-"""The webhook receiver (aiohttp): channel deliveries in, raw events to Kafka.
+"""The webhook receiver (aiohttp): every pushing channel at ``/webhooks/<channel>``.
 
 Answers, per delivery:
-- 200 only after Kafka acknowledged the raw event (so the channel stops retrying);
-- 401 when the signature does not verify (counted, never published);
+- the channel's own ack (2xx) only after Kafka acknowledged every record in it,
+  so the channel stops retrying only for what is durable;
+- the channel's handshake answer for its verification/ping requests;
+- 401 when the signature does not verify or the delivery is a replay (counted,
+  never published); 404 for a channel that is not configured;
 - 413 when the body is over the size limit;
 - 503 + Retry-After when the producer is saturated or Kafka did not acknowledge
   in time: the channel retries, nothing is lost.
@@ -14,13 +17,15 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 from confluent_kafka import KafkaException
 
 from orderpulse import names
 from orderpulse.avro import codec
-from orderpulse.connectors import shopify
+from orderpulse.connectors.base import Reply, WebhookSource, raw_event
+from orderpulse.connectors.channels import webhook_sources
 from orderpulse.connectors.producer import AsyncProducer, Backpressure
 from orderpulse.errors import SignatureError
 from orderpulse.metrics import Metrics
@@ -30,47 +35,78 @@ from orderpulse.topics import topic_name
 log = logging.getLogger(__name__)
 
 PRODUCER_KEY = web.AppKey("producer", AsyncProducer)
+_RETRY_LATER = Reply(503, b"try again")
 
 
-def _answer(metrics: Metrics, channel: str, status: int, text: str,
-            headers: dict[str, str] | None = None) -> web.Response:
-    metrics.webhook_requests.labels(channel, str(status)).inc()
-    return web.Response(status=status, text=text, headers=headers)
+def _response(reply: Reply, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type,
+                        headers=headers)
+
+
+class Receiver:
+    """Verify, publish, answer: the request path shared by every channel."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, producer: AsyncProducer,
+                 sources: Mapping[str, WebhookSource]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.producer = producer
+        self.sources = dict(sources)
+        self.topics = {ch: topic_name(settings, names.raw_topic(ch)) for ch in self.sources}
+        self.codec = codec("RawEvent")
+
+    def _count(self, channel: str, outcome: str, code: int | None = None) -> None:
+        self.metrics.events.labels(names.STEP_WEBHOOK, channel, outcome).inc()
+        if code is not None:
+            self.metrics.webhook_requests.labels(channel, str(code)).inc()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        channel = request.match_info["channel"]
+        source = self.sources.get(channel)
+        if source is None:
+            return web.Response(status=404, text="unknown channel")
+        body = await request.read()
+        reply = source.handshake(request.method, request.headers, body)
+        if reply is not None:
+            self._count(channel, "handshake", reply.status)
+            return _response(reply)
+        self._count(channel, "in")
+        request_id = uuid.uuid4().hex
+        try:
+            source.verify(request.headers, body, time.time_ns() // 1_000_000)
+        except SignatureError as exc:  # ReplayError is one too
+            self._count(channel, "rejected", 401)
+            log.info("webhook rejected step=%s channel=%s reason=%s request_id=%s",
+                     names.STEP_WEBHOOK, channel, exc.reason, request_id)
+            return web.Response(status=401, text="signature does not verify")
+        return await self._publish(channel, source, request, body, request_id)
+
+    async def _publish(self, channel: str, source: WebhookSource, request: web.Request,
+                       body: bytes, request_id: str) -> web.Response:
+        received_at = time.time_ns() // 1_000_000
+        records = source.records(request.headers, body)
+        sends = [self.producer.send(
+            self.topics[channel], key=r.key.encode(),
+            value=self.codec.encode(raw_event(channel, "WEBHOOK", r, received_at=received_at,
+                                              request_id=request_id)))
+            for r in records]
+        try:
+            await asyncio.wait_for(asyncio.gather(*sends),
+                                   timeout=self.settings.webhook_ack_timeout_s)
+        except (Backpressure, KafkaException, TimeoutError) as exc:
+            self._count(channel, "retry_later", 503)
+            log.warning("webhook not persisted step=%s channel=%s request_id=%s: %s",
+                        names.STEP_WEBHOOK, channel, request_id, type(exc).__name__)
+            return _response(_RETRY_LATER, {"Retry-After": "1"})
+        self.metrics.events.labels(names.STEP_WEBHOOK, channel, "out").inc(len(records))
+        self.metrics.webhook_requests.labels(channel, str(source.ack.status)).inc()
+        return _response(source.ack)
 
 
 def create_webhook_app(settings: Settings, metrics: Metrics,
                        producer: AsyncProducer) -> web.Application:
     """The receiver's routes; ``producer`` is closed (flushed) on shutdown."""
-    secret = settings.shopify_webhook_secret.get_secret_value().encode()
-    raw_topic = topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY))
-    raw_codec = codec("RawEvent")
-    events = metrics.events
-    channel = names.CHANNEL_SHOPIFY
-
-    async def shopify_webhook(request: web.Request) -> web.Response:
-        body = await request.read()
-        request_id = uuid.uuid4().hex
-        events.labels(names.STEP_WEBHOOK, channel, "in").inc()
-        try:
-            shopify.verify(secret, body, request.headers.get(shopify.HMAC_HEADER))
-        except SignatureError as exc:
-            events.labels(names.STEP_WEBHOOK, channel, "rejected").inc()
-            log.info("webhook rejected step=%s channel=%s reason=%s request_id=%s",
-                     names.STEP_WEBHOOK, channel, exc.reason, request_id)
-            return _answer(metrics, channel, 401, "signature does not verify")
-        key, event = shopify.raw_event(request.headers, body, request_id=request_id,
-                                       received_at=time.time_ns() // 1_000_000)
-        try:
-            await asyncio.wait_for(
-                producer.send(raw_topic, key=key, value=raw_codec.encode(event)),
-                timeout=settings.webhook_ack_timeout_s)
-        except (Backpressure, KafkaException, TimeoutError) as exc:
-            events.labels(names.STEP_WEBHOOK, channel, "retry_later").inc()
-            log.warning("webhook not persisted step=%s channel=%s request_id=%s: %s",
-                        names.STEP_WEBHOOK, channel, request_id, type(exc).__name__)
-            return _answer(metrics, channel, 503, "try again", {"Retry-After": "1"})
-        events.labels(names.STEP_WEBHOOK, channel, "out").inc()
-        return _answer(metrics, channel, 200, "ok")
+    receiver = Receiver(settings, metrics, producer, webhook_sources(settings.channels))
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -82,7 +118,7 @@ def create_webhook_app(settings: Settings, metrics: Metrics,
 
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
     app[PRODUCER_KEY] = producer
-    app.router.add_post("/webhooks/shopify", shopify_webhook)
+    app.router.add_route("*", "/webhooks/{channel}", receiver.handle)
     app.router.add_get("/healthz", healthz)
     app.on_cleanup.append(close_producer)
     return app

@@ -15,9 +15,27 @@ STEP_SINK = "clickhouse_sink"
 RAW_TOPIC_PREFIX = "orders.raw."
 TOPIC_NORMALIZED = "orders.normalized"
 TOPIC_DLQ = "orders.dlq"
+TOPIC_CURSORS = "orders.cursors"  # compacted: poller checkpoints, key <channel>/<shop>
 
-# --- channels -----------------------------------------------------------------
+# --- steps added by the connectors ---------------------------------------------
+STEP_POLL = "poll"
+STEP_IMPORT = "import"
+
+# --- channels (the `channel` label; raw topic orders.raw.<channel>) -------------
 CHANNEL_SHOPIFY = "shopify"
+CHANNEL_WOOCOMMERCE = "woocommerce"
+CHANNEL_TAOBAO = "taobao"  # Taobao and Tmall share the TOP API
+CHANNEL_JD = "jd"
+CHANNEL_PINDUODUO = "pinduoduo"
+CHANNEL_DOUYIN = "douyin"
+CHANNEL_YOUZAN = "youzan"
+CHANNEL_OWNSITE = "ownsite"  # the merchant's own site, by signed HTTP
+CHANNEL_POS = "pos"  # the merchant's stores, by CSV import
+CHANNEL_USPS = "usps"  # carrier tracking
+CHANNEL_SF = "sf"  # SF Express route push (carrier tracking)
+
+CHANNELS = (CHANNEL_SHOPIFY, CHANNEL_WOOCOMMERCE, CHANNEL_TAOBAO, CHANNEL_JD, CHANNEL_PINDUODUO,
+            CHANNEL_DOUYIN, CHANNEL_YOUZAN, CHANNEL_OWNSITE, CHANNEL_POS, CHANNEL_USPS, CHANNEL_SF)
 
 # --- ClickHouse tables --------------------------------------------------------
 TABLE_ORDER_EVENTS = "order_events"

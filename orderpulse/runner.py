@@ -32,6 +32,11 @@ from orderpulse.topics import declare_topics
 STEPS = ("streams", "sink", "webhook")
 
 
+def sandbox_channels() -> dict[str, dict[str, str]]:
+    """Channel configuration for the local sandbox: random secrets per run."""
+    return {names.CHANNEL_SHOPIFY: {"webhook_secret": secrets.token_hex(32)}}
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as the environment variables a child process reads back."""
     env: dict[str, str] = {}
@@ -110,10 +115,9 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
             pipeline.broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
             settings = settings.model_copy(update={
                 "kafka_bootstrap_servers": pipeline.broker.bootstrap})
-        if not settings.shopify_webhook_secret.get_secret_value():
-            # Embedded demo only: a fresh secret per run, shared with the sandbox.
-            settings = settings.model_copy(update={
-                "shopify_webhook_secret": SecretStr(secrets.token_hex(32))})
+        if not settings.channels:
+            # Embedded demo only: the sandbox's channels, fresh secrets per run.
+            settings = settings.model_copy(update={"channels": sandbox_channels()})
         if "webhook" in steps and settings.webhook_port == 0:
             settings = settings.model_copy(update={"webhook_port": free_port()})
         pipeline.settings = settings
@@ -146,7 +150,7 @@ def _traffic_thread(pipeline: Pipeline, rate: float, duration_s: float | None, s
     from orderpulse.connectors.sandbox import shopify as sandbox
 
     url = f"{pipeline.webhook_url}/webhooks/shopify"
-    secret = pipeline.settings.shopify_webhook_secret.get_secret_value().encode()
+    secret = pipeline.settings.channels[names.CHANNEL_SHOPIFY]["webhook_secret"].encode()
 
     async def main() -> None:
         done = asyncio.Event()

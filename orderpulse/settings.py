@@ -85,9 +85,20 @@ class Settings(BaseSettings):
         description="How long a webhook waits for the Kafka acknowledgement before answering "
         "503; under Shopify's 5 s delivery timeout, so the channel sees our answer.",
     )
-    shopify_webhook_secret: SecretStr = Field(
-        default=SecretStr(""), alias="SHOPIFY_WEBHOOK_SECRET",
-        description="Shopify app client secret used to verify X-Shopify-Hmac-Sha256.",
+    channels: dict[str, dict[str, str]] = Field(
+        default_factory=dict, alias="ORDERPULSE_CHANNELS",
+        description="JSON: per channel, its credentials and endpoints, e.g. "
+        '{"shopify": {"webhook_secret": "..."}, "taobao": {"app_key": "...", '
+        '"app_secret": "...", "session": "...", "base_url": "..."}}. A channel '
+        "without an entry is not served or polled. Keep it in a secrets file.",
+    )
+    poll_initial_lookback_s: float = Field(
+        default=86400.0, alias="ORDERPULSE_POLL_LOOKBACK_S",
+        description="Where a poller with no checkpoint starts: this far before now.",
+    )
+    poll_idle_s: float = Field(
+        default=10.0, alias="ORDERPULSE_POLL_IDLE_S",
+        description="Pause of a caught-up poller before it asks for the next window.",
     )
 
     # --- Observability ---------------------------------------------------------

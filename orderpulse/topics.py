@@ -35,10 +35,12 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
     n = settings.default_partitions
     week = {"retention.ms": str(_WEEK_MS)}
     specs = [
-        TopicSpec(names.raw_topic(names.CHANNEL_SHOPIFY), n, week),
+        *(TopicSpec(names.raw_topic(channel), n, week) for channel in names.CHANNELS),
         TopicSpec(names.TOPIC_NORMALIZED, n, week),
         # Dead letters are the merchant's orders too: keep them four weeks.
         TopicSpec(names.TOPIC_DLQ, n, {"retention.ms": str(4 * _WEEK_MS)}),
+        # Checkpoints: only the latest value per key matters, forever.
+        TopicSpec(names.TOPIC_CURSORS, 1, {"cleanup.policy": "compact"}),
     ]
     return [TopicSpec(topic_name(settings, s.name), s.partitions, s.config) for s in specs]
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 import aiohttp
 import orjson
 
-from orderpulse.connectors.shopify import sign
+from orderpulse.connectors.channels.shopify import sign
 
 SHOP = "orderpulse-demo.myshopify.com"
 SHOP_TZ = timezone(timedelta(hours=-5))

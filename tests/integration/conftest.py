@@ -38,7 +38,7 @@ def settings_factory(broker: EmbeddedBroker, tmp_path: Path) -> SettingsFactory:
             ORDERPULSE_DATA_DIR=tmp_path / run_id,
             CLICKHOUSE_DATABASE=f"op_{run_id}",
             ORDERPULSE_SINK_BATCH_SECONDS=0.3,
-            SHOPIFY_WEBHOOK_SECRET="test-secret",
+            ORDERPULSE_CHANNELS={"shopify": {"webhook_secret": "test-secret"}},
             ORDERPULSE_LOG_LEVEL="INFO",
         ).model_copy(update=overrides)
         declare_topics(settings)

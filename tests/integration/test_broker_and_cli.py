@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -61,7 +62,7 @@ def test_run_reports_from_clickhouse_and_leaves_nothing_listening(tmp_path: Path
     report = _cli(["report", "--json"], tmp_path, timeout=60)
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
-    landed = int(done.stdout.split("landed ")[-1].split(";")[0])
+    landed = int(re.search(r"^pipeline: .* landed (\d+);", done.stdout, re.M).group(1))
     # The sandbox sends duplicates (same event): the report counts each event once.
     assert 0 < data["events"] <= landed
     assert data["orders"] > 0

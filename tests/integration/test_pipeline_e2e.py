@@ -13,7 +13,7 @@ import pytest
 
 from orderpulse.avro import codec
 from orderpulse.clickhouse import EmbeddedClickHouse
-from orderpulse.connectors import shopify
+from orderpulse.connectors.channels import shopify
 from orderpulse.runner import Pipeline
 from orderpulse.scrape import total
 from tests.integration.conftest import PipelineFactory, SettingsFactory

@@ -3,7 +3,7 @@ from itertools import islice, pairwise
 
 import orjson
 
-from orderpulse.connectors import shopify
+from orderpulse.connectors.channels import shopify
 from orderpulse.connectors.sandbox.shopify import Faults, deliveries, headers
 
 CLOCK = datetime(2026, 11, 11, 15, 0, tzinfo=UTC)

@@ -25,12 +25,13 @@ def test_embedded_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_child_environment_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", KAFKA_CONFIG={"acks": "all"},
-                 ORDERPULSE_TOPIC_SUFFIX=".t1", SHOPIFY_WEBHOOK_SECRET="s3")
+                 ORDERPULSE_TOPIC_SUFFIX=".t1",
+                 ORDERPULSE_CHANNELS={"shopify": {"webhook_secret": "s3"}})
     for key, value in settings_env(s).items():
         monkeypatch.setenv(key, value)
     again = Settings()
     assert again == s
-    assert again.shopify_webhook_secret.get_secret_value() == "s3"
+    assert again.channels["shopify"]["webhook_secret"] == "s3"
 
 
 def test_settings_are_frozen() -> None:

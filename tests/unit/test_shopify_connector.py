@@ -1,14 +1,26 @@
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
-from orderpulse.connectors import shopify
+from orderpulse.connectors.base import ReplayError, Window
+from orderpulse.connectors.channels import shopify
 from orderpulse.errors import SignatureError
 
 SECRET = b"hush"
 BODY = b'{"id":5749625782341234567,"financial_status":"paid"}'
+NOW = datetime(2026, 11, 11, 15, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def _headers(body: bytes = BODY, **extra: str) -> dict[str, str]:
+    return {"X-Shopify-Topic": "orders/paid", "X-Shopify-Shop-Domain": "s.myshopify.com",
+            "X-Shopify-Webhook-Id": "wh-1", "X-Shopify-Hmac-Sha256": shopify.sign(SECRET, body),
+            "X-Shopify-Triggered-At": NOW.isoformat(), "Content-Type": "application/json",
+            **extra}
 
 
 def test_signature_is_base64_hmac_sha256_of_raw_body() -> None:
@@ -30,25 +42,46 @@ def test_bad_signatures_are_rejected(secret: bytes, signature: str | None, reaso
     assert info.value.reason == reason
 
 
-def test_raw_event_keeps_body_and_source_metadata_but_not_the_signature() -> None:
-    headers = {"X-Shopify-Topic": "orders/paid", "X-Shopify-Shop-Domain": "s.myshopify.com",
-               "X-Shopify-Webhook-Id": "wh-1", "X-Shopify-Hmac-Sha256": "sig",
-               "Content-Type": "application/json"}
-    key, event = shopify.raw_event(headers, BODY, received_at=123, request_id="r1")
-    assert key == b"5749625782341234567"
-    assert event["body"] == BODY
-    assert (event["channel"], event["shop_id"], event["source_topic"]) == \
-        ("shopify", "s.myshopify.com", "orders/paid")
-    assert event["source_event_id"] == "wh-1"
-    assert "x-shopify-hmac-sha256" not in event["headers"]
-    assert event["headers"]["x-shopify-webhook-id"] == "wh-1"
+def test_webhook_source_verifies_and_refuses_replays() -> None:
+    source = shopify.ShopifyWebhook({"webhook_secret": SECRET.decode()})
+    source.verify(_headers(), BODY, NOW_MS + 1000)
+    with pytest.raises(ReplayError):
+        source.verify(_headers(), BODY, NOW_MS + 49 * 3600 * 1000)
+    with pytest.raises(SignatureError):
+        source.verify(_headers(**{"X-Shopify-Hmac-Sha256": "x"}), BODY, NOW_MS)
+
+
+def test_record_keeps_body_and_source_metadata_but_not_the_signature() -> None:
+    source = shopify.ShopifyWebhook({"webhook_secret": "x"})
+    [record] = source.records(_headers(), BODY)
+    assert record.key == "5749625782341234567"
+    assert record.body == BODY
+    assert (record.shop_id, record.source_topic, record.source_event_id) == \
+        ("s.myshopify.com", "orders/paid", "wh-1")
+    assert "x-shopify-hmac-sha256" not in record.headers
+    assert record.headers["x-shopify-webhook-id"] == "wh-1"
 
 
 @pytest.mark.parametrize(("body", "key"), [
-    (b'{"name":"#1","id":"42"}', b"42"),
-    (b"not json", b"wh-1"),
-    (b'{"no_id": 1}', b"wh-1"),
-    (b"[1]", b"wh-1"),
+    (b'{"name":"#1","id":"42"}', "42"),
+    (b"not json", "wh-1"),
+    (b'{"no_id": 1}', "wh-1"),
+    (b"[1]", "wh-1"),
 ])
-def test_partition_key_is_the_order_id_when_readable(body: bytes, key: bytes) -> None:
-    assert shopify.partition_key(body, "wh-1", "req") == key
+def test_record_key_is_the_order_id_when_readable(body: bytes, key: str) -> None:
+    [record] = shopify.ShopifyWebhook({}).records(_headers(body), body)
+    assert record.key == key
+
+
+def test_poll_records_and_next_page_link() -> None:
+    source = shopify.ShopifyPoll({"shop_domain": "s.myshopify.com"})
+    page = orjson.dumps({"orders": [{"id": 5749625782341234567, "updated_at": "t1"}]})
+    [record] = source._records(page)
+    assert record.key == "5749625782341234567"
+    assert record.source_event_id == "poll:5749625782341234567:t1"
+    link = ('<https://s.myshopify.com/admin/api/2025-10/orders.json?limit=250&page_info=abc>; '
+            'rel="previous", <https://s.myshopify.com/admin/api/2025-10/orders.json?limit=250&'
+            'page_info=def>; rel="next"')
+    assert shopify._next_page_info(link) == "def"
+    assert shopify._next_page_info("") is None
+    assert Window(NOW, NOW + timedelta(hours=1)).end > NOW
