@@ -31,11 +31,11 @@ CHANNEL_DOUYIN = "douyin"
 CHANNEL_YOUZAN = "youzan"
 CHANNEL_OWNSITE = "ownsite"  # the merchant's own site, by signed HTTP
 CHANNEL_POS = "pos"  # the merchant's stores, by CSV import
-CHANNEL_USPS = "usps"  # carrier tracking
-CHANNEL_SF = "sf"  # SF Express route push (carrier tracking)
+CHANNEL_USPS = "usps"  # carrier tracking, polled (USPS Tracking API v3)
+CHANNEL_KUAIDI100 = "kuaidi100"  # Chinese carrier aggregator, tracking pushes
 
 CHANNELS = (CHANNEL_SHOPIFY, CHANNEL_WOOCOMMERCE, CHANNEL_TAOBAO, CHANNEL_JD, CHANNEL_PINDUODUO,
-            CHANNEL_DOUYIN, CHANNEL_YOUZAN, CHANNEL_OWNSITE, CHANNEL_POS, CHANNEL_USPS, CHANNEL_SF)
+            CHANNEL_DOUYIN, CHANNEL_YOUZAN, CHANNEL_OWNSITE, CHANNEL_POS, CHANNEL_USPS, CHANNEL_KUAIDI100)
 
 # --- ClickHouse tables --------------------------------------------------------
 TABLE_ORDER_EVENTS = "order_events"
