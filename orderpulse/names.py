@@ -35,7 +35,8 @@ CHANNEL_USPS = "usps"  # carrier tracking, polled (USPS Tracking API v3)
 CHANNEL_KUAIDI100 = "kuaidi100"  # Chinese carrier aggregator, tracking pushes
 
 CHANNELS = (CHANNEL_SHOPIFY, CHANNEL_WOOCOMMERCE, CHANNEL_TAOBAO, CHANNEL_JD, CHANNEL_PINDUODUO,
-            CHANNEL_DOUYIN, CHANNEL_YOUZAN, CHANNEL_OWNSITE, CHANNEL_POS, CHANNEL_USPS, CHANNEL_KUAIDI100)
+            CHANNEL_DOUYIN, CHANNEL_YOUZAN, CHANNEL_OWNSITE, CHANNEL_POS, CHANNEL_USPS,
+            CHANNEL_KUAIDI100)
 
 # --- ClickHouse tables --------------------------------------------------------
 TABLE_ORDER_EVENTS = "order_events"
