@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from orderpulse.errors import InputError, OrderPulseError
+from orderpulse.errors import OrderPulseError, SignatureError
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def content_id(*parts: str | bytes) -> str:
 
 # --- webhooks ---------------------------------------------------------------------
 
-class ReplayError(InputError):
+class ReplayError(SignatureError):
     """A signed delivery outside the channel's replay window (answered 401)."""
 
     reason = "replayed"
@@ -156,6 +156,14 @@ class PollSource(ABC):
 
     def __init__(self, config: Mapping[str, str]) -> None:
         self.config = config
+        # An operator may tune these per account (a higher negotiated quota, smaller
+        # pages); the class values are the channel's documented defaults.
+        for name in ("page_size", "burst"):
+            if name in config:
+                setattr(self, name, int(config[name]))
+        for name in ("rate_per_s", "settle_s", "overlap_s", "max_window_s"):
+            if name in config:
+                setattr(self, name, float(config[name]))
 
     @property
     def shop_id(self) -> str:

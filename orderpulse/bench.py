@@ -30,7 +30,9 @@ from orderpulse import names
 from orderpulse.avro import codec
 from orderpulse.broker import EmbeddedBroker, free_port
 from orderpulse.clickhouse import EmbeddedClickHouse
-from orderpulse.connectors.sandbox.shopify import SHOP, Faults, deliveries
+from orderpulse.connectors.sandbox.base import Delivery
+from orderpulse.connectors.sandbox.driver import NO_FAULTS, Faults, Sandbox
+from orderpulse.connectors.sandbox.shopify import SHOP
 from orderpulse.procs import spawn, wait_for_metrics
 from orderpulse.runner import Pipeline, settings_env, start_pipeline
 from orderpulse.scrape import total
@@ -43,13 +45,25 @@ _SHOP_TZ = timezone(timedelta(hours=-5))
 
 # --- input --------------------------------------------------------------------
 
+def sandbox_deliveries(seed: int, faults: Faults) -> Iterator[Delivery]:
+    """Shopify webhook deliveries of simulated lifecycles, with ``faults``."""
+    sandbox = Sandbox({names.CHANNEL_SHOPIFY: {"webhook_secret": "bench"}}, seed=seed,
+                      faults=faults)
+    while True:
+        order, event = sandbox.sim.step()
+        for _delay, d in sandbox.with_faults(sandbox.emit(order, event, datetime.now(UTC))):
+            yield d
+
+
 def raw_events(count: int, seed: int = 11) -> Iterator[tuple[bytes, bytes]]:
-    """Realistic Shopify raw events (lifecycles, 2% duplicates, ~1% bad input)."""
+    """Realistic Shopify raw events (lifecycles, 2% duplicates, ~0.4% broken bodies)."""
     raw_codec = codec("RawEvent")
-    for i, d in enumerate(islice(deliveries(seed, Faults(bad_signature=0)), count)):
+    faults = Faults(forged=0.0)  # forged deliveries never reach the raw topic
+    for i, d in enumerate(islice(sandbox_deliveries(seed, faults), count)):
         yield (str(i).encode(), raw_codec.encode({
             "channel": names.CHANNEL_SHOPIFY, "shop_id": SHOP, "delivery_mode": "WEBHOOK",
-            "source_topic": d.topic, "source_event_id": d.webhook_id, "request_id": f"b{i}",
+            "source_topic": d.headers["X-Shopify-Topic"], "source_event_id": d.delivery_id,
+            "request_id": f"b{i}",
             "received_at": time.time_ns() // 1_000_000, "headers": {},
             "content_type": "application/json", "body": d.body}))
 
@@ -167,7 +181,7 @@ def pipeline_rate(settings: Settings, count: int) -> tuple[float, Pipeline]:
 # --- L: latency at a fixed offered rate -----------------------------------------------
 
 def _timed_bodies(count: int) -> Iterator[bytes]:
-    for body in (d.body for d in deliveries(5, Faults(0, 0, 0, 0, 0))):
+    for body in (d.body for d in sandbox_deliveries(5, NO_FAULTS)):
         if count <= 0:
             return
         doc = orjson.loads(body)

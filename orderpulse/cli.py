@@ -91,6 +91,53 @@ def cmd_webhook(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poll(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.connectors.poller import run_poller
+
+    run_poller(settings, _metrics(settings))
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.connectors.csv_import import import_file
+
+    if args.channel != "pos":
+        print(f"orderpulse import: no CSV format for channel {args.channel!r} (pos)",
+              file=sys.stderr)
+        return 2
+    plan = import_file(settings, _metrics(settings), Path(args.file), strict=args.strict)
+    for result in plan.results:
+        print(f"line {result.line}\t{result.receipt}\t{result.outcome}\t{result.reason}")
+    accepted = sum(r.outcome == "accepted" for r in plan.results)
+    published = not (args.strict and plan.rejected)
+    print(f"{accepted} rows accepted, {len(plan.results) - accepted} rejected; "
+          f"{len(plan.records) if published else 0} receipts published"
+          + ("" if published else " (--strict: nothing published)"))
+    return 0 if not plan.rejected else 3
+
+
+def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from orderpulse.connectors.sandbox.driver import serve_and_drive
+
+    _metrics(settings).up.labels("sandbox").set(1)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_and_drive(
+            settings.channels, api_port=args.api_port, webhook_url=args.webhook_url,
+            rate=args.rate, duration_s=args.duration, seed=args.seed,
+            pos_dir=Path(args.pos_dir) if args.pos_dir else None,
+            stats_path=Path(args.stats), stop=stop)
+
+    asyncio.run(main())
+    return 0
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from orderpulse import stack
 
@@ -149,12 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20000)
     bench.add_argument("--markdown", default=None, help="also write the table to this file")
     bench.set_defaults(func=cmd_bench)
+    imp = sub.add_parser("import", help="import a CSV file (store receipts) into the raw topic")
+    imp.add_argument("--channel", required=True, help="the file's channel (pos)")
+    imp.add_argument("--strict", action="store_true", help="publish nothing if a row is bad")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+    sbx = sub.add_parser("sandbox", help="(run/tests) play every channel locally")
+    sbx.add_argument("--api-port", type=int, required=True)
+    sbx.add_argument("--webhook-url", required=True)
+    sbx.add_argument("--rate", type=float, default=200.0)
+    sbx.add_argument("--duration", type=float, default=None)
+    sbx.add_argument("--seed", type=int, default=1)
+    sbx.add_argument("--pos-dir", default=None)
+    sbx.add_argument("--stats", required=True, help="where to write the traffic stats (JSON)")
+    sbx.set_defaults(func=cmd_sandbox)
     agent = sub.add_parser("bench-agent", help="(internal) a Faust benchmark baseline agent")
     agent.add_argument("mode", choices=["naive", "consume"])
     agent.set_defaults(func=cmd_bench_agent)
     for name, func, text in (("topics", cmd_topics, "declare the pipeline's topics (idempotent)"),
                              ("migrate", cmd_migrate, "apply the ClickHouse DDL (idempotent)"),
                              ("streams", cmd_streams, "one Faust worker (normalize)"),
+                             ("poll", cmd_poll, "the pollers of every configured pull channel"),
                              ("sink", cmd_sink, "the ClickHouse sink connector"),
                              ("webhook", cmd_webhook, "the webhook receiver connector")):
         sub.add_parser(name, help=text).set_defaults(func=func)

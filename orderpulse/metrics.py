@@ -26,6 +26,9 @@ class Metrics:
     sink_failures: Counter
     end_to_end_latency: Histogram
     up: Gauge
+    poll_requests: Counter
+    poll_lag: Gauge
+    import_rows: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -65,6 +68,20 @@ class Metrics:
             up=Gauge(
                 "orderpulse_process_up", "1 while the process runs its step.",
                 ["step"], registry=registry,
+            ),
+            poll_requests=Counter(
+                "orderpulse_poll_requests_total",
+                "Channel API requests by outcome: ok, throttled, error, auth_failed.",
+                ["channel", "outcome"], registry=registry,
+            ),
+            poll_lag=Gauge(
+                "orderpulse_poll_checkpoint_lag_seconds",
+                "Now minus the poller's checkpoint: how far behind the channel it is.",
+                ["channel"], registry=registry,
+            ),
+            import_rows=Counter(
+                "orderpulse_import_rows_total", "CSV import rows: accepted or rejected.",
+                ["channel", "outcome"], registry=registry,
             ),
         )
 

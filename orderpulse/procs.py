@@ -32,6 +32,13 @@ class Child:
         except OSError:
             return {}
 
+    def reachable(self) -> bool:
+        try:
+            scrape(self.metrics_url)
+        except OSError:
+            return False
+        return True
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -63,6 +70,9 @@ def spawn(name: str, args: list[str], env: dict[str, str], metrics_port: int,
         process = subprocess.Popen(
             [sys.executable, "-m", "orderpulse.cli", *args], env=full_env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Own session: a Ctrl-C reaches only the runner, which stops the
+            # steps in order (upstream first) so nothing in flight is cut.
+            start_new_session=True,
         )
     return Child(name, process, metrics_port, log_path)
 
@@ -74,7 +84,7 @@ def wait_for_metrics(child: Child, timeout_s: float = 30.0) -> None:
         if not child.alive():
             raise RuntimeError(f"{child.name} exited with {child.process.returncode}:\n"
                                f"{child.log_tail()}")
-        if child.samples():
+        if child.reachable():
             return
         time.sleep(0.1)
     raise TimeoutError(f"{child.name} metrics did not come up in {timeout_s}s")

@@ -9,32 +9,41 @@ and to know when everything accepted has landed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import json
 import secrets
-import threading
+import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from orderpulse import names
 from orderpulse.broker import EmbeddedBroker, free_port
+from orderpulse.connectors.sandbox.config import CREDENTIAL_KEYS, SANDBOX_ENDPOINTS, SANDBOX_PATHS
 from orderpulse.procs import Child, spawn, wait_for_metrics
 from orderpulse.scrape import Samples, merged, total
 from orderpulse.settings import Settings
 from orderpulse.topics import declare_topics
 
 STEPS = ("streams", "sink", "webhook")
+RUN_STEPS = ("streams", "sink", "webhook", "poll")
 
 
-def sandbox_channels() -> dict[str, dict[str, str]]:
-    """Channel configuration for the local sandbox: random secrets per run."""
-    return {names.CHANNEL_SHOPIFY: {"webhook_secret": secrets.token_hex(32)}}
+def sandbox_channels(api_port: int) -> dict[str, dict[str, str]]:
+    """Channel configuration for the local sandbox: every channel, fresh secrets per
+    run, pull channels pointed at the sandbox's API on ``api_port``."""
+    channels: dict[str, dict[str, str]] = {}
+    for channel in names.CHANNELS:
+        credentials = {key: secrets.token_hex(16) for key in CREDENTIAL_KEYS}
+        base = f"http://127.0.0.1:{api_port}/{channel}"
+        channels[channel] = {**credentials, **SANDBOX_ENDPOINTS.get(channel, {}),
+                             "base_url": base + SANDBOX_PATHS.get(channel, "")}
+    return channels
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -72,7 +81,8 @@ class Pipeline:
         s, ev = self.samples(), "orderpulse_events_total"
         return {
             "received": total(s, ev, step=names.STEP_WEBHOOK, outcome="in"),
-            "accepted": total(s, ev, step=names.STEP_WEBHOOK, outcome="out"),
+            "accepted": total(s, ev, step=names.STEP_WEBHOOK, outcome="out")
+            + total(s, ev, step=names.STEP_POLL, outcome="out"),
             "rejected": total(s, ev, step=names.STEP_WEBHOOK, outcome="rejected"),
             "consumed": total(s, ev, step=names.STEP_NORMALIZE, outcome="in"),
             "normalized": total(s, ev, step=names.STEP_NORMALIZE, outcome="out"),
@@ -81,23 +91,28 @@ class Pipeline:
             "dead_landed": total(s, ev, step=names.STEP_SINK, outcome="dead_letter_landed"),
         }
 
-    def drained(self) -> bool:
-        """Everything accepted has been consumed and has landed in ClickHouse."""
+    def drained(self, also_accepted: int = 0) -> bool:
+        """Everything accepted (plus ``also_accepted`` published by this process) has
+        been consumed and has landed in ClickHouse."""
         c = self.counts()
-        return (c["consumed"] >= c["accepted"] and c["landed"] >= c["normalized"]
+        return (c["consumed"] >= c["accepted"] + also_accepted and c["landed"] >= c["normalized"]
                 and c["dead_landed"] >= c["dead_lettered"])
 
-    def wait_drained(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.drained():
-                return True
-            time.sleep(0.25)
-        return self.drained()
+    def polled_up_to(self, moment: float) -> bool:
+        """Every poller's checkpoint is at or after ``moment`` (epoch seconds)."""
+        poll = self.children.get("poll")
+        if poll is None:
+            return True
+        lags = [v for (n, _l), v in poll.samples().items()
+                if n == "orderpulse_poll_checkpoint_lag_seconds"]
+        return bool(lags) and time.time() - max(lags) >= moment
+
+    def wait_drained(self, timeout_s: float, also_accepted: int = 0) -> bool:
+        return _wait(lambda: self.drained(also_accepted), timeout_s)
 
     def stop(self) -> None:
         # Upstream first, so each step drains into a still-running next step.
-        for name in ("webhook", "streams", "sink"):
+        for name in ("sandbox", "webhook", "poll", "streams", "sink"):
             if name in self.children:
                 self.children[name].stop()
         if self.broker is not None:
@@ -115,9 +130,6 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
             pipeline.broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
             settings = settings.model_copy(update={
                 "kafka_bootstrap_servers": pipeline.broker.bootstrap})
-        if not settings.channels:
-            # Embedded demo only: the sandbox's channels, fresh secrets per run.
-            settings = settings.model_copy(update={"channels": sandbox_channels()})
         if "webhook" in steps and settings.webhook_port == 0:
             settings = settings.model_copy(update={"webhook_port": free_port()})
         pipeline.settings = settings
@@ -137,81 +149,96 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
 
 def _progress_line(prev: dict[str, float], cur: dict[str, float], dt: float) -> str:
     def rate(k: str) -> str:
-        return f"{(cur[k] - prev.get(k, 0)) / dt:7.0f}/s"
+        return f"{(cur[k] - prev.get(k, 0)) / dt:6.0f}/s"
 
-    return (f"in {rate('received')} | normalized {rate('normalized')} | landed {rate('landed')}"
-            f" | dead-lettered {rate('dead_lettered')}   totals: in {cur['received']:.0f}"
+    return (f"in {rate('accepted')} | normalized {rate('normalized')} | landed {rate('landed')}"
+            f" | dead-lettered {rate('dead_lettered')}   totals: in {cur['accepted']:.0f}"
             f" landed {cur['landed']:.0f} dlq {cur['dead_lettered']:.0f}"
             f" rejected {cur['rejected']:.0f}")
 
 
-def _traffic_thread(pipeline: Pipeline, rate: float, duration_s: float | None, seed: int,
-                    stop: threading.Event, result: dict[str, Any]) -> threading.Thread:
-    from orderpulse.connectors.sandbox import shopify as sandbox
-
-    url = f"{pipeline.webhook_url}/webhooks/shopify"
-    secret = pipeline.settings.channels[names.CHANNEL_SHOPIFY]["webhook_secret"].encode()
-
-    async def main() -> None:
-        done = asyncio.Event()
-
-        async def watch() -> None:
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
-            done.set()
-
-        watcher = asyncio.create_task(watch())
-        result["stats"] = await sandbox.drive(url, secret, rate=rate, duration_s=duration_s,
-                                              seed=seed, stop=done)
-        watcher.cancel()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), name="traffic", daemon=True)
-    thread.start()
-    return thread
+def _wait(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return check()
 
 
-@contextlib.contextmanager
-def _interrupt_sets(stop: threading.Event) -> Iterator[None]:
-    try:
-        yield
-    except KeyboardInterrupt:
-        stop.set()
+def _import_pos(settings: Settings, stats: dict[str, Any], out: TextIO) -> int:
+    from orderpulse.connectors.csv_import import import_file
+    from orderpulse.metrics import Metrics
+
+    if not stats.get("pos_file"):
+        return 0
+    plan = import_file(settings, Metrics.create(CollectorRegistry()), Path(stats["pos_file"]),
+                       strict=False)
+    out.write(f"imported store receipts: {len(plan.records)} receipts from "
+              f"{stats['pos_file']}\n")
+    return len(plan.records)
 
 
 def run(settings: Settings, *, duration_s: float | None, rate: float, seed: int,
         out: TextIO, report: Callable[[Settings], None]) -> int:
     """Run everything until the duration ends or Ctrl-C, drain, stop, report."""
+    api_port = free_port()
+    if not settings.channels:
+        # The sandbox has no history before the run: start the pollers just before it.
+        settings = settings.model_copy(update={"channels": sandbox_channels(api_port),
+                                               "poll_idle_s": 2.0,
+                                               "poll_initial_lookback_s": 120.0})
     out.write("starting the embedded stack and the pipeline ...\n")
     out.flush()
-    pipeline = start_pipeline(settings)
-    stop, result = threading.Event(), {}
+    pipeline = start_pipeline(settings, steps=RUN_STEPS)
+    settings = pipeline.settings
+    stats_path = settings.data_dir / "sandbox-stats.json"
+    stats_path.unlink(missing_ok=True)
+    sandbox_args = ["sandbox", "--api-port", str(api_port), "--webhook-url", pipeline.webhook_url,
+                    "--rate", str(rate), "--seed", str(seed), "--stats", str(stats_path),
+                    "--pos-dir", str(settings.data_dir / "pos")]
+    if duration_s is not None:
+        sandbox_args += ["--duration", str(duration_s)]
     try:
-        out.write(f"pipeline up; sandbox sends Shopify webhooks to {pipeline.webhook_url}"
-                  f" at {rate:.0f}/s (Ctrl-C to stop)\n")
-        traffic = _traffic_thread(pipeline, rate, duration_s, seed, stop, result)
-        prev, last = pipeline.counts(), time.monotonic()
-        with _interrupt_sets(stop):
-            while traffic.is_alive():
-                traffic.join(1.0)
-                now = time.monotonic()
-                cur = pipeline.counts()
-                out.write(_progress_line(prev, cur, now - last) + "\n")
-                out.flush()
-                prev, last = cur, now
-        stop.set()
-        traffic.join(30)
-        out.write("traffic stopped; waiting for everything accepted to land ...\n")
-        drained = pipeline.wait_drained(60)
+        sandbox = spawn("sandbox", sandbox_args, settings_env(settings), free_port(),
+                        settings.data_dir / "logs")
+        pipeline.children["sandbox"] = sandbox
+        wait_for_metrics(sandbox)
+        out.write(f"pipeline up; the sandbox plays {len(settings.channels)} channels at "
+                  f"{rate:.0f} lifecycle events/s (Ctrl-C to stop)\n")
+        _follow(pipeline, stats_path, out)
+        stats = json.loads(stats_path.read_text()) if _wait(stats_path.exists, 30) else {}
+        traffic_done = time.time()
+        out.write("traffic stopped; pollers catching up, then draining ...\n")
+        out.flush()
+        _wait(lambda: pipeline.polled_up_to(traffic_done), 60)
+        imported = _import_pos(settings, stats, out)
+        drained = pipeline.wait_drained(60, also_accepted=imported)
         counts = pipeline.counts()
     finally:
         pipeline.stop()
-    stats = result.get("stats")
-    if stats is not None:
-        out.write(f"sandbox: sent {stats.sent}, acknowledged {stats.acknowledged}, "
-                  f"rejected (bad signature) {stats.rejected}, retried {stats.retried}, "
-                  f"failed {stats.failed}\n")
+    out.write(f"sandbox: sent {sum(stats.get('sent', {}).values())} deliveries, "
+              f"acknowledged {sum(stats.get('acknowledged', {}).values())}, rejected "
+              f"{sum(stats.get('rejected', {}).values())}, failed {stats.get('failed', 0)}; "
+              f"polled updates {sum(stats.get('polled_updates', {}).values())}; "
+              f"store receipt lines {stats.get('pos_rows', 0)}\n")
     out.write(f"pipeline: accepted {counts['accepted']:.0f}, normalized "
               f"{counts['normalized']:.0f}, dead-lettered {counts['dead_lettered']:.0f}, "
               f"landed {counts['landed']:.0f}; drained: {drained}\n\n")
     report(pipeline.settings)
     return 0 if drained else 1
+
+
+def _follow(pipeline: Pipeline, stats_path: Path, out: TextIO) -> None:
+    """Print progress every second until the sandbox's traffic ends or Ctrl-C."""
+    prev, last = pipeline.counts(), time.monotonic()
+    try:
+        while not stats_path.exists() and pipeline.children["sandbox"].alive():
+            time.sleep(1.0)
+            now, cur = time.monotonic(), pipeline.counts()
+            out.write(_progress_line(prev, cur, now - last) + "\n")
+            out.flush()
+            prev, last = cur, now
+    except KeyboardInterrupt:
+        # The sandbox stops its traffic on SIGINT and writes its stats.
+        pipeline.children["sandbox"].process.send_signal(signal.SIGINT)

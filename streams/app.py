@@ -22,7 +22,6 @@ import faust
 from orderpulse import names
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
-from orderpulse.streams.channels import NORMALIZERS
 from orderpulse.streams.output import FlushBeforeCommit, OutputProducer
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
@@ -56,7 +55,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         # The pipeline's topics are declared by orderpulse.topics, not by Faust.
         topic_allow_declare=False,
     )
-    raw_topics = [topic_name(settings, names.raw_topic(ch)) for ch in NORMALIZERS]
+    # Every channel's raw topic: a channel without a normalizer yet is dead-lettered
+    # (reason unknown_channel, original bytes kept), never left unread.
+    raw_topics = [topic_name(settings, names.raw_topic(ch)) for ch in names.CHANNELS]
     raw = app.topic(*raw_topics, **_RAW)
     normalized = topic_name(settings, names.TOPIC_NORMALIZED)
     dlq = topic_name(settings, names.TOPIC_DLQ)

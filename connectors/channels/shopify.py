@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
+from urllib.parse import unquote
 
 import aiohttp
 import orjson
@@ -181,4 +182,4 @@ def _next_page_info(link: str) -> str | None:
     if not found:
         return None
     info = _PAGE_INFO.search(found.group(1))
-    return info.group(1) if info else None
+    return unquote(info.group(1)) if info else None

@@ -56,6 +56,11 @@ class WebhookChannelSim(ABC):
     def forge(self, delivery: Delivery) -> Delivery:
         """The same delivery with a signature that does not verify."""
 
+    def resign(self, delivery: Delivery, body: bytes) -> Delivery | None:
+        """The delivery with another body, signed validly (a channel sending a broken
+        body), or None where the sandbox does not model that for the channel."""
+        return None
+
 
 class TokenBucket:
     """The rate a channel allows one app; the sandbox enforces it like the channel."""
@@ -98,7 +103,9 @@ class PollChannelSim(ABC):
     def __init__(self, config: Mapping[str, str]) -> None:
         self.config = config
         self.store = ChannelStore()
-        self.bucket = TokenBucket(self.rate_per_s, self.burst)
+        # The account's quota, when configured higher than the channel's default.
+        self.bucket = TokenBucket(float(config.get("rate_per_s", self.rate_per_s)),
+                                  int(config.get("burst", self.burst)))
 
     @abstractmethod
     def record(self, order: SimOrder, event: str, now: datetime) -> None:

@@ -109,6 +109,11 @@ class ShopifyWebhookSim(WebhookChannelSim):
         topic = TOPICS.get(event)
         return [] if topic is None else [self._delivery(topic, orjson.dumps(render(order)), now)]
 
+    def resign(self, delivery: Delivery, body: bytes) -> Delivery | None:
+        secret = self.config.get("webhook_secret", "").encode()
+        headers = {**delivery.headers, "X-Shopify-Hmac-Sha256": sign(secret, body)}
+        return Delivery(delivery.channel, body, headers, delivery.delivery_id)
+
     def forge(self, delivery: Delivery) -> Delivery:
         headers = {**delivery.headers, "X-Shopify-Hmac-Sha256": sign(b"not-the-secret",
                                                                        delivery.body)}
@@ -138,7 +143,8 @@ class ShopifyPollSim(PollChannelSim):
         q = request.query
         limit = min(int(q.get("limit", "50")), 250)
         if "page_info" in q:
-            state = orjson.loads(base64.urlsafe_b64decode(q["page_info"]))
+            token = q["page_info"]
+            state = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             start, end, offset = (datetime.fromisoformat(state["min"]),
                                   datetime.fromisoformat(state["max"]), state["offset"])
         else:
@@ -151,7 +157,7 @@ class ShopifyPollSim(PollChannelSim):
         if offset + limit < len(docs):
             token = base64.urlsafe_b64encode(orjson.dumps({
                 "min": start.isoformat(), "max": end.isoformat(), "offset": offset + limit,
-            })).decode()
+            })).decode().rstrip("=")
             headers["Link"] = (f'<{request.url.with_query({"limit": limit, "page_info": token})}>;'
                                f' rel="next"')
         return web.json_response({"orders": page}, headers=headers,
