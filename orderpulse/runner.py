@@ -119,6 +119,16 @@ class Pipeline:
             self.broker.stop()
 
 
+def _local_pii_key(settings: Settings) -> str:
+    """The data directory's own PII hash key, made once: joins must stay stable."""
+    path = settings.data_dir / "pii.key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
                    log_dir: Path | None = None) -> Pipeline:
     """Start the broker (embedded mode), declare topics, start each step's process."""
@@ -130,6 +140,8 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
             pipeline.broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
             settings = settings.model_copy(update={
                 "kafka_bootstrap_servers": pipeline.broker.bootstrap})
+        if not settings.pii_key.get_secret_value():
+            settings = settings.model_copy(update={"pii_key": SecretStr(_local_pii_key(settings))})
         if "webhook" in steps and settings.webhook_port == 0:
             settings = settings.model_copy(update={"webhook_port": free_port()})
         pipeline.settings = settings

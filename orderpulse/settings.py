@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         description="Pause of a caught-up poller before it asks for the next window.",
     )
 
+    pii_key: SecretStr = Field(
+        default=SecretStr(""), alias="ORDERPULSE_PII_KEY",
+        description="Key of the HMAC that hashes buyer phones and ids for joins. Keep it "
+        "stable: a new key breaks joins with older events. `orderpulse run` keeps one in "
+        "the data directory.",
+    )
+
     # --- Observability ---------------------------------------------------------
     metrics_host: str = Field(default="127.0.0.1", alias="ORDERPULSE_METRICS_HOST")
     metrics_port: int = Field(

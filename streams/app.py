@@ -64,13 +64,14 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     output = OutputProducer(settings.kafka_client_config())
     app.sensors.add(FlushBeforeCommit(output))
     events_metric = metrics.events
+    pii_key = settings.pii_key.get_secret_value().encode()
 
     @app.agent(raw, name=names.STEP_NORMALIZE)
     async def normalize(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
             src = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-            result = normalize_message(src, now_ms=_now_ms())
+            result = normalize_message(src, now_ms=_now_ms(), pii_key=pii_key)
             events_metric.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
             for key, value in result.outputs:
                 output.send(normalized, key, value)

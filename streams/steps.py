@@ -13,6 +13,7 @@ from orderpulse import names
 from orderpulse.avro import codec
 from orderpulse.errors import InputError
 from orderpulse.streams.channels import NORMALIZERS, normalizer_for
+from orderpulse.streams.channels.common import Context
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def dead_letter(step: str, src: Source, exc: BaseException, *, reason: str,
     })
 
 
-def normalize_message(src: Source, *, now_ms: int) -> StepResult:
+def normalize_message(src: Source, *, now_ms: int, pii_key: bytes = b"") -> StepResult:
     """``orders.raw.*`` message -> ``orders.normalized`` messages, or a dead letter.
 
     Never raises: an unexpected exception is a dead letter with reason
@@ -67,7 +68,7 @@ def normalize_message(src: Source, *, now_ms: int) -> StepResult:
         raw: dict[str, Any] = codec("RawEvent").decode(src.value)
         # Only known channels become labels: metric label sets stay bounded.
         channel = raw["channel"] if raw["channel"] in NORMALIZERS else None
-        events = normalizer_for(raw["channel"])(raw, processed_at=now_ms)
+        events = normalizer_for(raw["channel"])(raw, Context(now_ms, pii_key))
         order_codec = codec("OrderEvent")
         outputs = [(e["order_id"].encode(), order_codec.encode(e)) for e in events]
         return StepResult(outputs=outputs, channel=raw["channel"])

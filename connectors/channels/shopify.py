@@ -171,7 +171,7 @@ class ShopifyPoll(PollSource):
             raw = orjson.dumps(order)
             order_id = str(order.get("id", "")) or "unknown"
             records.append(RawRecord(
-                key=order_id, source_topic="orders/updated", body=raw, shop_id=self.shop_id,
+                key=order_id, source_topic="poll", body=raw, shop_id=self.shop_id,
                 # A poll sees a state, not a delivery: the state's own id is id+updated_at.
                 source_event_id=f"poll:{order_id}:{order.get('updated_at', '')}"))
         return records

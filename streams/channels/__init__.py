@@ -1,8 +1,9 @@
 """Per-channel normalizers: a channel's native payload to ``OrderEvent`` dicts.
 
-Each channel module exposes ``normalize(raw, *, processed_at) -> list[dict]``
-where ``raw`` is a decoded ``RawEvent``. It raises ``InputError`` subclasses
-for bad input and nothing else.
+Each channel module exposes ``normalize(raw, ctx) -> list[dict]`` where ``raw``
+is a decoded ``RawEvent`` and ``ctx`` a ``common.Context``. It returns
+``OrderEvent`` dicts built with ``common.build`` and raises ``InputError``
+subclasses for bad input and nothing else. Status tables are module-level data.
 """
 
 from __future__ import annotations

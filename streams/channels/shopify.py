@@ -12,14 +12,22 @@ Shopify facts this relies on (shopify.dev, Order resource and webhooks):
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import orjson
-
 from orderpulse import names
-from orderpulse.errors import DecodeError, MappingError
+from orderpulse.errors import MappingError
+from orderpulse.streams.channels.common import (
+    Context,
+    build,
+    id_string,
+    items,
+    line,
+    loads_object,
+    obj,
+    require,
+)
 from orderpulse.streams.money import to_minor
+from orderpulse.streams.pii import keyed_ref, party
 from orderpulse.streams.timeparse import parse_iso_with_offset
 
 CHANNEL = names.CHANNEL_SHOPIFY
@@ -32,6 +40,8 @@ EVENT_TYPES: dict[str, str] = {
     "orders/cancelled": "CANCELLED",
     "orders/fulfilled": "FULFILLED",
     "orders/partially_fulfilled": "PARTIALLY_FULFILLED",
+    # The poll fallback (connectors ShopifyPoll) sees states, not deliveries.
+    "poll": "STATE",
 }
 
 # financial_status -> (lifecycle status, refund status), when neither
@@ -60,48 +70,17 @@ FULFILLMENT_STATUS: dict[str | None, str | None] = {
 }
 
 
-def _loads(body: bytes) -> dict[str, Any]:
-    try:
-        # Big integers stay exact (Python ints); decimal strings stay strings.
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"expected a JSON object, got {len(body)} bytes that are not JSON: "
-                          f"{exc.msg}", reason="not_json") from exc
-    if not isinstance(doc, dict):
-        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}", reason="not_json")
-    return doc
-
-
-def _require(doc: dict[str, Any], field: str) -> Any:
-    value = doc.get(field)
-    if value is None or value == "":
-        raise MappingError(f"missing required field {field!r}", reason="missing_field")
-    return value
-
-
-def _obj(value: Any, field: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise MappingError(f"{field}: expected an object, got {type(value).__name__}",
-                           reason="bad_shape")
-    return value
-
-
-def _list(value: Any, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise MappingError(f"{field}: expected a list, got {type(value).__name__}",
-                           reason="bad_shape")
-    return value
+_loads = loads_object
+_require = require
+_obj = obj
+_list = items
 
 
 def _id_string(value: Any, field: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-        raise MappingError(f"{field}: expected a numeric id, got {type(value).__name__}",
-                           reason="bad_id")
-    return str(value)
+    text = id_string(value, field)
+    if not text.isdigit():
+        raise MappingError(f"{field}: expected a numeric id", reason="bad_id")
+    return text
 
 
 def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
@@ -153,12 +132,8 @@ def _lines(doc: dict[str, Any], currency: str) -> list[dict[str, Any]]:
             raise MappingError("line_items.quantity: expected a non-negative integer",
                                reason="bad_line")
         sku = item.get("sku") or f"variant:{item.get('variant_id')}"
-        lines.append({
-            "line_id": _id_string(_require(item, "id"), "line_items.id"),
-            "sku": str(sku),
-            "quantity": qty,
-            "unit_price_minor": to_minor(item.get("price"), currency, field="line_items.price"),
-        })
+        lines.append(line(_id_string(_require(item, "id"), "line_items.id"), str(sku), qty,
+                          to_minor(item.get("price"), currency, field="line_items.price")))
     return lines
 
 
@@ -169,14 +144,26 @@ def _paid(doc: dict[str, Any], total: int, currency: str) -> int:
     return 0 if doc.get("financial_status") in _UNPAID else total
 
 
-def event_id(order_id: str, event_type: str, event_time_ms: int) -> str:
-    """Deterministic id: a redelivery of the same channel event gets the same id."""
-    key = f"{order_id}|{event_type}|{event_time_ms}".encode()
-    return hashlib.sha256(key).hexdigest()[:32]
+def _party(ctx: Context, person: dict[str, Any]) -> dict[str, Any] | None:
+    if not person:
+        return None
+    name = " ".join(p for p in (person.get("first_name"), person.get("last_name")) if p)
+    address = " ".join(str(person.get(k) or "") for k in ("address1", "address2")).strip()
+    return party(ctx.pii_key, name=name or person.get("name"), phone=person.get("phone"),
+                 address=address or None, province=person.get("province"),
+                 city=person.get("city"))
 
 
-def normalize(raw: dict[str, Any], *, processed_at: int) -> list[dict[str, Any]]:
-    """One Shopify webhook ``RawEvent`` -> one ``OrderEvent`` dict."""
+def _fulfillment(doc: dict[str, Any]) -> tuple[str | None, str | None]:
+    for item in items(doc.get("fulfillments"), "fulfillments"):
+        item = obj(item, "fulfillments[]")
+        if item.get("tracking_number"):
+            return item.get("tracking_company"), str(item["tracking_number"])
+    return None, None
+
+
+def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
+    """One Shopify order body (webhook or polled) -> one ``OrderEvent`` dict."""
     topic = raw["source_topic"]
     if topic not in EVENT_TYPES:
         raise MappingError(f"unsupported Shopify topic {topic[:60]!r}", reason="unknown_topic")
@@ -187,30 +174,22 @@ def normalize(raw: dict[str, Any], *, processed_at: int) -> list[dict[str, Any]]
     time_field = "updated_at" if doc.get("updated_at") else "created_at"
     event_time, source_tz = parse_iso_with_offset(_require(doc, time_field), field=time_field)
     total = to_minor(_require(doc, "total_price"), currency, field="total_price")
-    order_id = f"{CHANNEL}:{channel_order_id}"
-    return [{
-        "event_id": event_id(order_id, EVENT_TYPES[topic], event_time),
-        "order_id": order_id,
-        "channel": CHANNEL,
-        "shop_id": raw["shop_id"],
-        "channel_order_id": channel_order_id,
-        "event_type": EVENT_TYPES[topic],
-        "status": status,
-        "refund_status": refund,
-        "raw_status": raw_status,
-        "event_time": event_time,
-        "source_tz": source_tz,
-        "received_at": raw["received_at"],
-        "processed_at": processed_at,
-        "currency": currency.upper(),
-        "total_minor": total,
-        "paid_minor": _paid(doc, total, currency),
-        "discount_minor": to_minor(doc.get("total_discounts"), currency, field="total_discounts"),
-        "shipping_minor": _shipping(doc, currency),
-        "tax_minor": to_minor(doc.get("total_tax"), currency, field="total_tax"),
-        "refunded_minor": _refunded(doc, currency),
-        "lines": _lines(doc, currency),
-        "buyer_ref": None,
-        "trace_id": raw["request_id"],
-        "source_event_id": raw.get("source_event_id"),
-    }]
+    customer = obj(doc.get("customer"), "customer")
+    carrier, tracking = _fulfillment(doc)
+    return [build(
+        raw, ctx, channel=CHANNEL, channel_order_id=channel_order_id,
+        event_type=EVENT_TYPES[topic], status=status, raw_status=raw_status,
+        event_time=event_time, source_tz=source_tz, currency=currency, total_minor=total,
+        refund_status=refund,
+        paid_minor=_paid(doc, total, currency),
+        discount_minor=to_minor(doc.get("total_discounts"), currency, field="total_discounts"),
+        shipping_minor=_shipping(doc, currency),
+        tax_minor=to_minor(doc.get("total_tax"), currency, field="total_tax"),
+        refunded_minor=_refunded(doc, currency),
+        lines=_lines(doc, currency),
+        buyer_ref=keyed_ref(ctx.pii_key, CHANNEL, str(customer["id"])) if customer.get("id")
+        else None,
+        buyer=_party(ctx, customer),
+        receiver=_party(ctx, obj(doc.get("shipping_address"), "shipping_address")),
+        carrier=carrier, tracking_no=tracking,
+    )]

@@ -8,11 +8,14 @@ from hypothesis import strategies as st
 from orderpulse.avro import codec
 from orderpulse.errors import DecodeError, MappingError
 from orderpulse.streams.channels import shopify
+from orderpulse.streams.channels.common import Context
 from orderpulse.streams.steps import Source, normalize_message
 from tests.unit.helpers import fixture_bytes, raw_bytes, raw_shopify
 
 PAID = fixture_bytes("shopify", "orders_paid.json")
 NOW = 1_794_409_700_000
+CTX = Context(NOW, b"test-pii-key")
+CTX5 = Context(NOW + 5000, b"test-pii-key")
 
 
 def _doc(**changes: object) -> bytes:
@@ -20,7 +23,7 @@ def _doc(**changes: object) -> bytes:
 
 
 def test_documented_paid_order_field_by_field() -> None:
-    [event] = shopify.normalize(raw_shopify(PAID), processed_at=NOW)
+    [event] = shopify.normalize(raw_shopify(PAID), CTX)
     assert event["order_id"] == "shopify:5749625782341234567"
     assert event["channel_order_id"] == "5749625782341234567"  # 19 digits, exact
     assert event["event_type"] == "PAID"
@@ -46,16 +49,27 @@ def test_documented_paid_order_field_by_field() -> None:
 
 
 def test_no_pii_in_the_normalized_event() -> None:
-    [event] = shopify.normalize(raw_shopify(PAID), processed_at=NOW)
+    [event] = shopify.normalize(raw_shopify(PAID), CTX)
     text = orjson.dumps(event).decode()
     for secret in ("jon@example.com", "Snow", "4155550100", "Amoebobacterinstrasse"):
         assert secret not in text
+    assert event["buyer"]["phone_masked"] == "141****0100"
+    assert event["buyer"]["name_masked"] == "J*******"
+    assert len(event["buyer"]["phone_hash"]) == 64
+    assert event["receiver"]["address_masked"].startswith("123 Am")
+    assert event["buyer_ref"] and event["flags"] == []
+
+
+def test_future_event_time_is_flagged_not_accepted_silently() -> None:
+    body = _doc(updated_at="2026-11-12T10:05:30-05:00")  # a day ahead of processing
+    [event] = shopify.normalize(raw_shopify(body), CTX)
+    assert event["flags"] == ["FUTURE_EVENT_TIME"]
 
 
 def test_redelivery_gets_the_same_event_id() -> None:
-    first = shopify.normalize(raw_shopify(PAID), processed_at=NOW)[0]
+    first = shopify.normalize(raw_shopify(PAID), CTX)[0]
     again = shopify.normalize(raw_shopify(PAID, source_event_id="other", request_id="r2"),
-                              processed_at=NOW + 5000)[0]
+                              CTX5)[0]
     assert first["event_id"] == again["event_id"]
     later = shopify.normalize(raw_shopify(_doc(updated_at="2026-11-11T10:06:00-05:00")),
                               processed_at=NOW)[0]
@@ -74,13 +88,13 @@ def test_redelivery_gets_the_same_event_id() -> None:
     ({"financial_status": "refunded", "fulfillment_status": "fulfilled"}, "SHIPPED", "FULL"),
 ])
 def test_status_table(changes: dict[str, object], status: str, refund: str) -> None:
-    [event] = shopify.normalize(raw_shopify(_doc(**changes)), processed_at=NOW)
+    [event] = shopify.normalize(raw_shopify(_doc(**changes)), CTX)
     assert (event["status"], event["refund_status"]) == (status, refund)
 
 
 def test_pending_order_has_nothing_paid() -> None:
     body = _doc(financial_status="pending", total_outstanding="423.00")
-    assert shopify.normalize(raw_shopify(body), processed_at=NOW)[0]["paid_minor"] == 0
+    assert shopify.normalize(raw_shopify(body), CTX)[0]["paid_minor"] == 0
 
 
 def test_refund_transactions_are_summed() -> None:
@@ -89,7 +103,7 @@ def test_refund_transactions_are_summed() -> None:
         {"kind": "refund", "status": "failure", "amount": "5.00"},
     ]}]
     body = _doc(financial_status="partially_refunded", refunds=refunds)
-    assert shopify.normalize(raw_shopify(body), processed_at=NOW)[0]["refunded_minor"] == 1990
+    assert shopify.normalize(raw_shopify(body), CTX)[0]["refunded_minor"] == 1990
 
 
 @pytest.mark.parametrize(("body", "error", "reason"), [
@@ -104,13 +118,13 @@ def test_refund_transactions_are_summed() -> None:
 ])
 def test_bad_input_raises_reasoned_errors(body: bytes, error: type, reason: str) -> None:
     with pytest.raises(error) as info:
-        shopify.normalize(raw_shopify(body), processed_at=NOW)
+        shopify.normalize(raw_shopify(body), CTX)
     assert info.value.reason == reason
 
 
 def test_unknown_topic() -> None:
     with pytest.raises(MappingError) as info:
-        shopify.normalize(raw_shopify(PAID, topic="products/create"), processed_at=NOW)
+        shopify.normalize(raw_shopify(PAID, topic="products/create"), CTX)
     assert info.value.reason == "unknown_topic"
 
 

@@ -1,0 +1,130 @@
+"""What every channel normalizer shares: the context it runs in, the event id, and
+the builder that fills an ``OrderEvent`` (v2) with its defaults and flags."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from orderpulse.errors import DecodeError, MappingError
+
+#: Events further in the future than this are flagged (a server in the wrong zone).
+DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+FLAG_FUTURE = "FUTURE_EVENT_TIME"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Per call: when the event is processed, and the key for PII hashes."""
+
+    processed_at: int
+    pii_key: bytes = b""
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
+
+
+def event_id(order_id: str, event_type: str, event_time_ms: int) -> str:
+    """Deterministic: a redelivery of the same channel event gets the same id."""
+    return hashlib.sha256(f"{order_id}|{event_type}|{event_time_ms}".encode()).hexdigest()[:32]
+
+
+def loads_object(body: bytes, what: str = "a JSON object") -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"expected {what}, got {len(body)} bytes that are not JSON: "
+                          f"{exc.msg}", reason="not_json") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError(f"expected {what}, got {type(doc).__name__}", reason="not_json")
+    return doc
+
+
+def require(doc: dict[str, Any], field: str) -> Any:
+    value = doc.get(field)
+    if value is None or value == "":
+        raise MappingError(f"missing required field {field!r}", reason="missing_field")
+    return value
+
+
+def obj(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MappingError(f"{field}: expected an object, got {type(value).__name__}",
+                           reason="bad_shape")
+    return value
+
+
+def items(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MappingError(f"{field}: expected a list, got {type(value).__name__}",
+                           reason="bad_shape")
+    return value
+
+
+def id_string(value: Any, field: str) -> str:
+    """A channel id as a string; integers stay exact (never through a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        raise MappingError(f"{field}: expected an id, got {type(value).__name__}",
+                           reason="bad_id")
+    return str(value).strip()
+
+
+def lookup(table: dict[Any, Any], value: Any, *, field: str) -> Any:
+    """A status table lookup; a value no table knows is ``unmapped_status``, never guessed."""
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        raise MappingError(f"unmapped {field} {str(value)[:40]!r}",
+                           reason="unmapped_status") from None
+
+
+def build(raw: dict[str, Any], ctx: Context, *, channel: str, channel_order_id: str,
+          event_type: str, status: str, raw_status: str, event_time: int, source_tz: str,
+          currency: str, total_minor: int, order_id: str | None = None,
+          **fields: Any) -> dict[str, Any]:
+    """An OrderEvent dict: identity, defaults for every optional field, flags."""
+    unified = order_id or f"{channel}:{channel_order_id}"
+    flags = list(fields.pop("flags", []))
+    if event_time > ctx.processed_at + ctx.max_future_skew_ms:
+        flags.append(FLAG_FUTURE)
+    return {
+        "event_id": event_id(unified, event_type, event_time),
+        "order_id": unified,
+        "channel": channel,
+        "shop_id": raw.get("shop_id", ""),
+        "channel_order_id": channel_order_id,
+        "event_type": event_type,
+        "status": status,
+        "refund_status": "NONE",
+        "raw_status": raw_status,
+        "event_time": event_time,
+        "source_tz": source_tz,
+        "received_at": raw["received_at"],
+        "processed_at": ctx.processed_at,
+        "currency": currency.upper(),
+        "total_minor": total_minor,
+        "paid_minor": 0, "discount_minor": 0, "shipping_minor": 0, "tax_minor": 0,
+        "refunded_minor": 0,
+        "lines": [],
+        "buyer_ref": None, "buyer": None, "receiver": None, "warehouse": None,
+        "carrier": None, "tracking_no": None, "refund": None,
+        "trace_id": raw["request_id"],
+        "source_event_id": raw.get("source_event_id"),
+        **fields,
+        "flags": flags,
+    }
+
+
+def line(line_id: str, sku: str, quantity: int, unit_price_minor: int,
+         components: list[tuple[str, int]] | None = None,
+         refund_status: str | None = None) -> dict[str, Any]:
+    """An OrderLine dict."""
+    return {"line_id": line_id, "sku": sku, "quantity": quantity,
+            "unit_price_minor": unit_price_minor,
+            "components": [{"sku": s, "quantity": q} for s, q in components or []],
+            "refund_status": refund_status}
