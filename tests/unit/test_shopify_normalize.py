@@ -40,9 +40,9 @@ def test_documented_paid_order_field_by_field() -> None:
         (42300, 42300, 2000, 1000, 1500, 0)
     assert event["lines"] == [
         {"line_id": "866550311766439020", "sku": "IPOD2008PINK", "quantity": 1,
-         "unit_price_minor": 19900},
+         "unit_price_minor": 19900, "components": [], "refund_status": None},
         {"line_id": "141249953214522974", "sku": "variant:457924702", "quantity": 1,
-         "unit_price_minor": 21900},
+         "unit_price_minor": 21900, "components": [], "refund_status": None},
     ]
     assert event["trace_id"] == "req-1"
     assert event["processed_at"] == NOW
