@@ -72,7 +72,7 @@ def test_redelivery_gets_the_same_event_id() -> None:
                               CTX5)[0]
     assert first["event_id"] == again["event_id"]
     later = shopify.normalize(raw_shopify(_doc(updated_at="2026-11-11T10:06:00-05:00")),
-                              processed_at=NOW)[0]
+                              CTX)[0]
     assert later["event_id"] != first["event_id"]
 
 
