@@ -138,6 +138,16 @@ def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_normalize(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.inspect import normalize_payload
+
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    code, text = normalize_payload(args.channel, data, topic=args.topic, shop=args.shop,
+                                   pii_key=settings.pii_key.get_secret_value().encode())
+    print(text)
+    return code
+
+
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from orderpulse import stack
 
@@ -196,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20000)
     bench.add_argument("--markdown", default=None, help="also write the table to this file")
     bench.set_defaults(func=cmd_bench)
+    norm = sub.add_parser("normalize", help="normalize one native payload, print the events "
+                          "as JSON (or the dead-letter reason, exit 2)")
+    norm.add_argument("--channel", required=True)
+    norm.add_argument("--topic", default=None,
+                      help="the channel's event name (Shopify X-Shopify-Topic, Douyin tag, ...); "
+                      "default: the channel's usual one")
+    norm.add_argument("--shop", default="", help="shop id recorded on the event")
+    norm.add_argument("file", nargs="?", default="-", help="payload file, or - for stdin")
+    norm.set_defaults(func=cmd_normalize)
     imp = sub.add_parser("import", help="import a CSV file (store receipts) into the raw topic")
     imp.add_argument("--channel", required=True, help="the file's channel (pos)")
     imp.add_argument("--strict", action="store_true", help="publish nothing if a row is bad")

@@ -81,3 +81,11 @@ def test_stack_up_status_down(tmp_path: Path) -> None:
         down = _cli(["stack", "down"], tmp_path, timeout=30)
     assert down.returncode == 0
     assert _cli(["stack", "status"], tmp_path, timeout=30).returncode == 3
+
+
+def test_normalize_command_reads_stdin_and_exits_2_on_bad_input(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "orderpulse.cli", "normalize", "--channel",
+                           "shopify", "-"], input=b"not json", capture_output=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["dead_letter"]["reason"] == "not_json"
