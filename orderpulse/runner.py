@@ -107,6 +107,10 @@ class Pipeline:
                 if n == "orderpulse_poll_checkpoint_lag_seconds"]
         return bool(lags) and time.time() - max(lags) >= moment
 
+    @staticmethod
+    def wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
+        return _wait(check, timeout_s)
+
     def wait_drained(self, timeout_s: float, also_accepted: int = 0) -> bool:
         return _wait(lambda: self.drained(also_accepted), timeout_s)
 
