@@ -293,8 +293,25 @@ def markdown_table(figures: list[Figure], events: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(settings: Settings, *, events: int, out: TextIO, markdown: Path | None) -> int:
-    figures = measure(settings, events, out)
+def connector_figures(base: Settings, out: TextIO) -> list[Figure]:
+    from orderpulse import bench_connectors
+
+    data_dir = base.data_dir / "bench"
+    with EmbeddedBroker(log_path=data_dir / "broker.log") as broker:
+        settings = _settings_for(base, broker.bootstrap, data_dir)
+        rows = bench_connectors.measure(settings, out)
+    units = ["records/s", "requests/s", "orders/s"]
+    return [Figure(name, value, unit, ratio) for (name, value, ratio), unit in zip(
+        rows, units, strict=True)]
+
+
+def main(settings: Settings, *, events: int, out: TextIO, markdown: Path | None,
+         suite: str = "all") -> int:
+    figures: list[Figure] = []
+    if suite in ("all", "pipeline"):
+        figures += measure(settings, events, out)
+    if suite in ("all", "connectors"):
+        figures += connector_figures(settings, out)
     table = markdown_table(figures, events)
     out.write("\n" + table)
     if markdown is not None:

@@ -158,7 +158,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from orderpulse.bench import main as bench_main
 
     return bench_main(settings, events=args.events, out=sys.stdout,
-                      markdown=Path(args.markdown) if args.markdown else None)
+                      markdown=Path(args.markdown) if args.markdown else None, suite=args.suite)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks; ratios to baselines measured in the same run")
     bench.add_argument("--events", type=int, default=20000)
     bench.add_argument("--markdown", default=None, help="also write the table to this file")
+    bench.add_argument("--suite", choices=["all", "pipeline", "connectors"], default="all")
     bench.set_defaults(func=cmd_bench)
     norm = sub.add_parser("normalize", help="normalize one native payload, print the events "
                           "as JSON (or the dead-letter reason, exit 2)")
