@@ -132,7 +132,7 @@ def _text(value: Any, field: str) -> str | None:
 
 def _numeric_id(value: Any, field: str) -> str:
     text = id_string(value, field)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise MappingError(f"{field}: expected a numeric id", reason="bad_id")
     return text
 
@@ -244,11 +244,11 @@ def _refunds(doc: dict[str, Any], currency: str) -> tuple[int, dict[str, Any] | 
     for refund in items(doc.get("refunds"), "refunds"):
         refund = obj(refund, "refunds[]")
         total += abs(_minor(refund.get("total"), currency, "refunds.total"))
-        ids.append(int(_numeric_id(require(refund, "id"), "refunds.id")))
+        ids.append(_numeric_id(require(refund, "id"), "refunds.id"))
     if not ids:
         return 0, None
     return total, {"kind": "UNKNOWN", "status": "REFUNDED", "amount_minor": total,
-                   "refund_id": str(max(ids)), "lines": []}
+                   "refund_id": max(ids, key=lambda i: (len(i), i)), "lines": []}
 
 
 def _party(ctx: Context, person: dict[str, Any]) -> dict[str, Any] | None:

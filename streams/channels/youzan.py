@@ -181,14 +181,14 @@ def _event_time(info: dict[str, Any], envelope: dict[str, Any]) -> tuple[int, st
 def _refund_state(value: Any) -> int:
     if value is None or value == "":
         return 0
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 6:
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def _oid(value: Any, field: str) -> str:
     text = id_string(value, field)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise MappingError(f"{field}: expected a numeric id", reason="bad_id")
     return text
 

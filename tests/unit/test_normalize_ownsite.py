@@ -373,12 +373,15 @@ _PATHS = [("event",), ("occurred_at",), ("order",)] + [("order", k) for k in _RE
 
 
 def _mutate(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    """Set ``path`` in ``doc`` to ``value`` where the path still exists."""
     node: Any = doc
     for key in path[:-1]:
-        if not isinstance(node, (dict, list)) or (isinstance(node, list) and
-                                                  key >= len(node)):
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
             return
-        node = node[key] if isinstance(node, list) else node.get(key)
     if isinstance(node, dict):
         node[path[-1]] = value
 
