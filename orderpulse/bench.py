@@ -13,6 +13,7 @@ so process start-up and group joins are not in the rates.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import parse_qs
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -293,6 +295,42 @@ def markdown_table(figures: list[Figure], events: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plain_parse(body: bytes) -> object:
+    """The baseline: what parsing the payload alone costs (JSON, or a form's JSON field)."""
+    if body[:1] in (b"{", b"["):
+        return json.loads(body)
+    form = parse_qs(body.decode("utf-8", "replace"))
+    return json.loads(form["param"][0]) if "param" in form else body.decode().splitlines()
+
+
+def normalize_figures(out: TextIO, steps: int = 20000) -> list[Figure]:
+    """Normalizations per second over a realistic channel mix, next to parsing alone."""
+    from orderpulse.connectors.base import raw_event
+    from orderpulse.connectors.sandbox.capture import capture, sandbox_config
+    from orderpulse.streams.steps import Source, normalize_message
+
+    captured = capture(sandbox_config(), steps=steps)
+    raw_codec = codec("RawEvent")
+    envelopes = [raw_codec.encode(raw_event(ch, mode, r, received_at=0, request_id="b"))
+                 for ch, mode, r in captured]
+    bodies = [r.body for _ch, _mode, r in captured]
+    started = time.perf_counter()
+    for body in bodies:
+        _plain_parse(body)
+    parse_rate = len(bodies) / (time.perf_counter() - started)
+    started, dead = time.perf_counter(), 0
+    for value in envelopes:
+        dead += normalize_message(Source("b", 0, 0, None, value), now_ms=0,
+                                  pii_key=b"k").dead_letter is not None
+    rate = len(envelopes) / (time.perf_counter() - started)
+    out.write(f"n normalize mix      {rate:9.0f} events/s ({len(envelopes)} payloads, "
+              f"{dead} dead letters); json.loads alone {parse_rate:.0f}/s\n")
+    return [Figure("j: plain json.loads of the same channel payloads", parse_rate, "payloads/s",
+                   "1.00 (baseline)"),
+            Figure(f"n: normalize (Avro in, normalizer, Avro out), {len(envelopes)} payloads of "
+                   f"10 channels", rate, "events/s", f"{rate / parse_rate:.3f} x j")]
+
+
 def connector_figures(base: Settings, out: TextIO) -> list[Figure]:
     from orderpulse import bench_connectors
 
@@ -312,6 +350,8 @@ def main(settings: Settings, *, events: int, out: TextIO, markdown: Path | None,
         figures += measure(settings, events, out)
     if suite in ("all", "connectors"):
         figures += connector_figures(settings, out)
+    if suite in ("all", "normalize"):
+        figures += normalize_figures(out)
     table = markdown_table(figures, events)
     out.write("\n" + table)
     if markdown is not None:
