@@ -45,6 +45,8 @@ def ch_time(value: datetime | int) -> str:
 def order_row(event: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
     """An ``OrderEvent`` dict as an ``order_events`` row (``landed_at`` set at insert)."""
     lines = event["lines"]
+    refund = event.get("refund") or {}
+    buyer, receiver = event.get("buyer") or {}, event.get("receiver") or {}
     return {
         **{k: event[k] for k in (
             "event_id", "order_id", "channel", "shop_id", "channel_order_id", "event_type",
@@ -60,6 +62,19 @@ def order_row(event: dict[str, Any], partition: int, offset: int) -> dict[str, A
         "line_unit_prices_minor": [ln["unit_price_minor"] for ln in lines],
         "kafka_partition": partition,
         "kafka_offset": offset,
+        "warehouse": event.get("warehouse"),
+        "carrier": event.get("carrier"),
+        "tracking_no": event.get("tracking_no"),
+        "refund_kind": refund.get("kind"),
+        "refund_state": refund.get("status"),
+        "refund_amount_minor": refund.get("amount_minor"),
+        "buyer_phone_hash": buyer.get("phone_hash"),
+        "receiver_province": receiver.get("province"),
+        "receiver_city": receiver.get("city"),
+        # "SKU*qty,SKU*qty" per line: bundle contents, for the inventory views.
+        "line_components": [",".join(f"{c['sku']}*{c['quantity']}"
+                                     for c in ln.get("components", [])) for ln in lines],
+        "flags": event.get("flags", []),
     }
 
 

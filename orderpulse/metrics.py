@@ -29,6 +29,7 @@ class Metrics:
     poll_requests: Counter
     poll_lag: Gauge
     import_rows: Counter
+    unmapped_status: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -77,6 +78,12 @@ class Metrics:
             poll_lag=Gauge(
                 "orderpulse_poll_checkpoint_lag_seconds",
                 "Now minus the poller's checkpoint: how far behind the channel it is.",
+                ["channel"], registry=registry,
+            ),
+            unmapped_status=Counter(
+                "orderpulse_unmapped_status_total",
+                "Channel status values no mapping table knows (the value itself is in the "
+                "dead letter's message, not a label).",
                 ["channel"], registry=registry,
             ),
             import_rows=Counter(

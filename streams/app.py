@@ -82,6 +82,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 output.send(dlq, msg.key, result.dead_letter)
                 events_metric.labels(names.STEP_NORMALIZE, result.channel, "dead_letter").inc()
                 metrics.dead_letters.labels(names.STEP_NORMALIZE, result.reason).inc()
+                if result.reason == "unmapped_status":
+                    metrics.unmapped_status.labels(result.channel).inc()
 
     return app
 
