@@ -10,6 +10,11 @@ from decimal import Decimal, InvalidOperation
 
 from orderpulse.errors import MappingError
 
+# Amounts beyond 10^17 minor units (10^15 in major units) are not orders;
+# the bound also keeps every value inside Avro's long.
+_MAX_MINOR = 10**17
+_MAX_DIGITS = 18
+
 # ISO 4217 minor-unit exponents that differ from 2 (the default).
 _EXPONENTS: dict[str, int] = {
     **dict.fromkeys(
@@ -42,8 +47,15 @@ def to_minor(amount: object, currency: str, *, field: str) -> int:
     except InvalidOperation as exc:
         raise MappingError(f"{field}: expected a decimal amount, got {str(amount)[:40]!r}",
                            reason="bad_amount") from exc
-    scaled = value.scaleb(exponent(currency))
-    if not value.is_finite() or scaled != scaled.to_integral_value():
-        raise MappingError(f"{field}: {amount!s} has more decimals than {currency} allows",
+    # Finite and of a plausible size before any arithmetic: "sNaN", "1E+999999" or
+    # "1e-5000000000" must be bad input, not a Decimal trap or a silent zero.
+    if not value.is_finite() or not -_MAX_DIGITS <= value.adjusted() <= _MAX_DIGITS:
+        raise MappingError(f"{field}: {str(amount)[:40]!r} is not a usable amount",
                            reason="bad_amount")
+    scaled = value.scaleb(exponent(currency))
+    if scaled != scaled.to_integral_value():
+        raise MappingError(f"{field}: {str(amount)[:40]} has more decimals than {currency} "
+                           f"allows", reason="bad_amount")
+    if abs(scaled) > _MAX_MINOR:
+        raise MappingError(f"{field}: {str(amount)[:40]} is out of range", reason="bad_amount")
     return int(scaled)

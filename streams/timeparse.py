@@ -61,10 +61,10 @@ def parse_china_naive(value: object, *, field: str) -> tuple[int, str]:
                            reason="bad_timestamp")
     try:
         parsed = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
-    except ValueError as exc:
+        return (parsed.replace(tzinfo=UTC) - _CHINA - _EPOCH) // _MS, CHINA_TZ_LABEL
+    except (ValueError, OverflowError) as exc:  # year 1 minus 8 hours overflows
         raise MappingError(f"{field}: expected 'yyyy-MM-dd HH:mm:ss', got {value[:30]!r}",
                            reason="bad_timestamp") from exc
-    return (parsed.replace(tzinfo=UTC) - _CHINA - _EPOCH) // _MS, CHINA_TZ_LABEL
 
 
 def parse_epoch(value: object, *, field: str, unit: str = "s") -> tuple[int, str]:

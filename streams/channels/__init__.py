@@ -13,12 +13,34 @@ from typing import Any
 
 from orderpulse import names
 from orderpulse.errors import MappingError
-from orderpulse.streams.channels import shopify
+from orderpulse.streams.channels import (
+    douyin,
+    jd,
+    kuaidi100,
+    ownsite,
+    pinduoduo,
+    pos,
+    shopify,
+    taobao,
+    usps,
+    woocommerce,
+    youzan,
+)
 
 Normalizer = Callable[..., list[dict[str, Any]]]
 
 NORMALIZERS: dict[str, Normalizer] = {
     names.CHANNEL_SHOPIFY: shopify.normalize,
+    names.CHANNEL_WOOCOMMERCE: woocommerce.normalize,
+    names.CHANNEL_TAOBAO: taobao.normalize,
+    names.CHANNEL_JD: jd.normalize,
+    names.CHANNEL_PINDUODUO: pinduoduo.normalize,
+    names.CHANNEL_DOUYIN: douyin.normalize,
+    names.CHANNEL_YOUZAN: youzan.normalize,
+    names.CHANNEL_OWNSITE: ownsite.normalize,
+    names.CHANNEL_POS: pos.normalize,
+    names.CHANNEL_USPS: usps.normalize,
+    names.CHANNEL_KUAIDI100: kuaidi100.normalize,
 }
 
 

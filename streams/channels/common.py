@@ -14,6 +14,10 @@ from orderpulse.errors import DecodeError, MappingError
 #: Events further in the future than this are flagged (a server in the wrong zone).
 DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 FLAG_FUTURE = "FUTURE_EVENT_TIME"
+# Event times outside this range are bad input (and years beyond 9999 would not
+# even decode as Avro timestamps downstream).
+_MIN_TIME_MS = 946_684_800_000  # 2000-01-01
+_MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,18 @@ class Context:
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 
 
-def event_id(order_id: str, event_type: str, event_time_ms: int) -> str:
-    """Deterministic: a redelivery of the same channel event gets the same id."""
-    return hashlib.sha256(f"{order_id}|{event_type}|{event_time_ms}".encode()).hexdigest()[:32]
+def event_id(order_id: str, event_type: str, event_time_ms: int, discriminator: str = "") -> str:
+    """Deterministic: a redelivery of the same channel event gets the same id.
+
+    ``discriminator`` separates distinct events that share order, type and time
+    (two carrier scans in one second, two after-sales of one order); it must be
+    as stable across redeliveries as the rest (a scan code, an after-sale id),
+    never a delivery id that changes on retry.
+    """
+    key = f"{order_id}|{event_type}|{event_time_ms}"
+    if discriminator:
+        key += f"|{discriminator}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def loads_object(body: bytes, what: str = "a JSON object") -> dict[str, Any]:
@@ -86,14 +99,17 @@ def lookup(table: dict[Any, Any], value: Any, *, field: str) -> Any:
 def build(raw: dict[str, Any], ctx: Context, *, channel: str, channel_order_id: str,
           event_type: str, status: str, raw_status: str, event_time: int, source_tz: str,
           currency: str, total_minor: int, order_id: str | None = None,
-          **fields: Any) -> dict[str, Any]:
+          discriminator: str = "", **fields: Any) -> dict[str, Any]:
     """An OrderEvent dict: identity, defaults for every optional field, flags."""
+    if not _MIN_TIME_MS <= event_time <= _MAX_TIME_MS:
+        raise MappingError(f"event time {event_time} ms is outside 2000..2100",
+                           reason="bad_timestamp")
     unified = order_id or f"{channel}:{channel_order_id}"
     flags = list(fields.pop("flags", []))
     if event_time > ctx.processed_at + ctx.max_future_skew_ms:
         flags.append(FLAG_FUTURE)
     return {
-        "event_id": event_id(unified, event_type, event_time),
+        "event_id": event_id(unified, event_type, event_time, discriminator),
         "order_id": unified,
         "channel": channel,
         "shop_id": raw.get("shop_id", ""),

@@ -19,12 +19,15 @@ deliveries: every event is ``STATE``. Channel facts relied on (research notes
   time (GMT+8, no DST) -> source_tz ``Asia/Shanghai``. Times not reached are
   ``""`` or the placeholder ``0001-01-01 00:00:00``: "not set", never the epoch
   (an unset ``modified`` is ``bad_timestamp``).
-- status: ``ORDER_STATE`` below. JD lists online-paid orders only once paid, so a
-  listed order counts as paid unless cancelled; ``paymentConfirmTime`` set is
-  payment either way. ``payType`` ``1-货到付款`` (cash on delivery; the code is
-  unverified) waits for shipment unpaid: ``APPROVED`` until finished. ``LOCKED``
-  (a cancel or after-sale request pending) and the pause states say nothing about
-  progress: the order is ``SHIPPED`` when it has a ``waybill``, else paid.
+- status: ``orderState`` is one of WAIT_SELLER_STOCK_OUT, WAIT_SELLER_DELIVERY
+  (cross-border), WAIT_GOODS_RECEIVE_CONFIRM, FINISHED_L, TRADE_CANCELED, LOCKED, PAUSE,
+  POP_ORDER_PAUSE (mapped in ``ORDER_STATE``; other states are unmapped until seen). JD
+  lists online-paid orders only once paid, so a listed order counts as paid unless
+  cancelled; ``paymentConfirmTime`` set is payment either way. ``payType`` ``1-货到付款``
+  (cash on delivery; the code is unverified) waits for shipment unpaid: ``APPROVED``
+  until finished. ``LOCKED`` (a cancel or after-sale request pending) and the pause
+  states say nothing about progress: the order is ``SHIPPED`` when it has a ``waybill``,
+  else paid.
 - refunds: the order carries no refund record or per-line refund state. ``LOCKED``
   overlays ``REQUESTED``; a cancelled order that had been paid overlays ``FULL``
   with ``refunded_minor`` its payment (JD returns the money of a cancelled paid
@@ -209,7 +212,7 @@ def _buyer_ref(ctx: Context, doc: dict[str, Any]) -> str | None:
 
 def map_status(doc: dict[str, Any]) -> tuple[str | None, str, str]:
     """(lifecycle status or None, refund overlay, raw status) of the order state alone."""
-    raw = doc.get("orderState")
+    raw = require(doc, "orderState")
     status, overlay = lookup(ORDER_STATE, raw, field="orderState")
     return status, overlay, str(raw)
 

@@ -108,13 +108,20 @@ def _code(value: Any) -> str | None:
     return str(value).strip()
 
 
+def _china_time(value: Any, field: str) -> tuple[int, str]:
+    try:
+        return parse_china_naive(value, field=field)
+    except OverflowError as exc:  # 0001-01-01 00:00:01 China time is before year 1 UTC
+        raise MappingError(f"{field}: timestamp out of range", reason="bad_timestamp") from exc
+
+
 def newest(data: list[Any]) -> tuple[dict[str, Any], int, str]:
     """(entry, UTC ms, zone) of the newest history entry (greatest ftime)."""
     best: tuple[dict[str, Any], int, str] | None = None
     for item in data:
         entry = obj(item, "lastResult.data[]")
         field = "ftime" if not is_not_set(entry.get("ftime")) else "time"
-        at, zone = parse_china_naive(entry.get(field), field=f"lastResult.data.{field}")
+        at, zone = _china_time(entry.get(field), f"lastResult.data.{field}")
         if best is None or at > best[1]:
             best = (entry, at, zone)
     if best is None:
@@ -150,5 +157,5 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
         raw, ctx, channel=CHANNEL, channel_order_id=number, event_type="CARRIER_SCAN",
         status=status, raw_status=f"{words};push={topic}", event_time=at,
         source_tz=source_tz, currency=CURRENCY, total_minor=0, carrier=carrier,
-        tracking_no=number,
+        tracking_no=number, discriminator=words,
     )]

@@ -38,6 +38,7 @@ The shop implements the scheme documented in ``connectors/channels/ownsite.py``
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orderpulse import names
@@ -119,6 +120,11 @@ REFUND_OVERLAY: dict[tuple[str, str], str | None] = {
 
 _LONG = 2**63
 _INT = 2**31
+# Readers turn timestamp-millis into datetimes: a time outside years 1-9999 UTC
+# (a year-1 "not set" date with a positive offset) would make the event unreadable.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _minor(amount: Any, currency: str, field: str) -> int:
@@ -232,8 +238,12 @@ def _person(ctx: Context, order: dict[str, Any]) -> dict[str, Any] | None:
 
 def _event_time(doc: dict[str, Any], order: dict[str, Any]) -> tuple[int, str]:
     if not is_not_set(doc.get("occurred_at")):
-        return parse_iso_with_offset(doc["occurred_at"], field="occurred_at")
-    return parse_iso_with_offset(require(order, "updated_at"), field="order.updated_at")
+        at = parse_iso_with_offset(doc["occurred_at"], field="occurred_at")
+    else:
+        at = parse_iso_with_offset(require(order, "updated_at"), field="order.updated_at")
+    if not _MIN_MS <= at[0] <= _MAX_MS:
+        raise MappingError("event time outside years 1-9999 UTC", reason="bad_timestamp")
+    return at
 
 
 def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ Pinduoduo facts this relies on (/work/research/pdd_douyin.md section 1; niltor/o
   surrogates) and every amount goes through ``to_minor`` exactly. ``pay_amount = goods_amount
   - discount_amount + postage (+ service fees)``; ``item_list[].goods_price`` is a unit price.
   The connector re-serialises the body with orjson, which keeps any amount of up to 15
-  significant digits as the same decimal text;
+  significant digits as the same decimal text. Clear receiver values (none expected) are
+  masked like any other, with a keyed phone hash;
 - time: ``updated_at`` (the event time), ``pay_time``, ``receive_time``... are
   ``yyyy-MM-dd HH:mm:ss`` in China time (UTC+8, no offset): source_tz ``Asia/Shanghai``.
   ``""`` (or ``0001-01-01 00:00:00``) means not set, never epoch;
@@ -26,7 +27,10 @@ Pinduoduo facts this relies on (/work/research/pdd_douyin.md section 1; niltor/o
   progress, 3 refunding, 4 refunded; ``after_sales_status`` the fine-grained after-sale
   state (0 none, 2..32). PDD charges at order creation and "成交" is the group forming, so
   ``confirm_status`` 0 with a ``pay_time`` is a paid order waiting for its group (PAID);
-  ``order_status`` 3 with ``receive_time`` (buyer confirmed receipt) is COMPLETED;
+  ``order_status`` 3 with ``receive_time`` (buyer confirmed receipt) is COMPLETED. The refund
+  overlay comes from ``after_sales_status`` when an after-sale exists (exchange, resend and
+  repair are after-sales without a refund: NONE), from ``refund_status`` otherwise, and money
+  back (``refund_status`` 4) always shows;
 - refunds: PDD after-sales are per order (an order is one goods); OrderInfo carries neither
   the refund id, the amount nor the lines (``pdd.refund.information.get`` has them). A
   successful refund of a cancelled order is FULL (PDD cancels a paid order by refunding all
@@ -100,8 +104,9 @@ REFUND_STATUS: dict[int, str] = {
     4: "REFUNDED",  # 退款成功
 }
 
-# after_sales_status -> (refund overlay, Refund.kind, Refund.status); (None, None, None):
-# no refund in play (exchange, resend, repair), refund_status decides.
+# after_sales_status -> (refund overlay, Refund.kind, Refund.status). 0 (None...): no
+# after-sale, refund_status decides; exchange, resend and repair are after-sales without a
+# refund ("NONE", no Refund record). Money back (refund_status 4) shows whatever this says.
 AFTER_SALES_STATUS: dict[int, tuple[str | None, str | None, str | None]] = {
     0: (None, None, None),  # 无售后
     2: ("REQUESTED", "REFUND_ONLY", "REQUESTED"),  # 买家申请退款, 待商家处理
@@ -116,21 +121,21 @@ AFTER_SALES_STATUS: dict[int, tuple[str | None, str | None, str | None]] = {
     11: ("NONE", "UNKNOWN", "CLOSED"),  # 买家撤销
     12: ("NONE", "UNKNOWN", "CLOSED"),  # 买家逾期未处理, 退款失败
     13: ("NONE", "UNKNOWN", "CLOSED"),  # 买家逾期, 超过有效期
-    14: (None, None, None),  # 换货补寄待商家处理
-    15: (None, None, None),  # 换货补寄待用户处理
-    16: (None, None, None),  # 换货补寄成功
-    17: (None, None, None),  # 换货补寄失败
-    18: (None, None, None),  # 换货补寄待用户确认完成
-    21: (None, None, None),  # 待商家同意维修
-    22: (None, None, None),  # 待用户确认发货
-    24: (None, None, None),  # 维修关闭
-    25: (None, None, None),  # 维修成功
-    27: (None, None, None),  # 待用户确认收货
+    14: ("NONE", None, None),  # 换货补寄待商家处理
+    15: ("NONE", None, None),  # 换货补寄待用户处理
+    16: ("NONE", None, None),  # 换货补寄成功
+    17: ("NONE", None, None),  # 换货补寄失败
+    18: ("NONE", None, None),  # 换货补寄待用户确认完成
+    21: ("NONE", None, None),  # 待商家同意维修
+    22: ("NONE", None, None),  # 待用户确认发货
+    24: ("NONE", None, None),  # 维修关闭
+    25: ("NONE", None, None),  # 维修成功
+    27: ("NONE", None, None),  # 待用户确认收货
     31: ("RETURN_PENDING", "RETURN_AND_REFUND", "APPROVED"),  # 已同意拒收退款, 待用户拒收
-    32: (None, None, None),  # 补寄待商家发货
+    32: ("NONE", None, None),  # 补寄待商家发货
 }
 
-# refund_status -> Refund.status when after_sales_status says nothing.
+# refund_status overlay -> Refund.status when after_sales_status says nothing.
 _REFUND_RECORD: dict[str, str] = {"REQUESTED": "REQUESTED", "REFUNDED": "REFUNDED"}
 
 _LONG = 2**63
@@ -193,22 +198,32 @@ def _is_set(doc: dict[str, Any], field: str) -> bool:
     return isinstance(value, str) and not is_not_set(value)
 
 
+def _after_sale(doc: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(refund overlay before FULL/PARTIAL, Refund.kind, Refund.status) of the order."""
+    coarse = lookup(REFUND_STATUS, _code(doc, "refund_status"), field="refund_status")
+    overlay, kind, state = lookup(AFTER_SALES_STATUS, _code(doc, "after_sales_status", 0),
+                                  field="after_sales_status")
+    if coarse == "REFUNDED" and overlay != "REFUNDED":
+        return coarse, "UNKNOWN", _REFUND_RECORD[coarse]
+    if overlay is None:
+        record = _REFUND_RECORD.get(coarse)
+        return coarse, "UNKNOWN" if record else None, record
+    return overlay, kind, state
+
+
 def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
     """(lifecycle status, refund overlay, raw_status); raises on any unknown code."""
     codes = {f: _code(doc, f) for f in ("order_status", "confirm_status", "refund_status")}
     codes["after_sales_status"] = _code(doc, "after_sales_status", default=0)
     shipping = lookup(ORDER_STATUS, codes["order_status"], field="order_status")
     confirm = lookup(CONFIRM_STATUS, codes["confirm_status"], field="confirm_status")
-    overlay = lookup(REFUND_STATUS, codes["refund_status"], field="refund_status")
-    after_sales = lookup(AFTER_SALES_STATUS, codes["after_sales_status"],
-                         field="after_sales_status")[0]
+    overlay = _after_sale(doc)[0]
     if confirm == "CANCELLED" or (confirm == "PENDING_PAYMENT" and not _is_set(doc, "pay_time")):
         status = confirm
     elif shipping == "DELIVERED" and _is_set(doc, "receive_time"):
         status = "COMPLETED"
     else:
         status = shipping
-    overlay = after_sales or overlay
     if overlay == "REFUNDED":
         overlay = "FULL" if status == "CANCELLED" else "PARTIAL"
     return status, overlay, ";".join(f"{k}={v}" for k, v in codes.items())
@@ -216,10 +231,7 @@ def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 def _refund(doc: dict[str, Any], overlay: str, total: int) -> dict[str, Any] | None:
     """The Refund record OrderInfo supports: kind and state, amount only when FULL."""
-    _, kind, state = AFTER_SALES_STATUS[_code(doc, "after_sales_status", default=0)]
-    if state is None:
-        coarse = REFUND_STATUS[_code(doc, "refund_status")]
-        kind, state = "UNKNOWN", _REFUND_RECORD.get(coarse)
+    _, kind, state = _after_sale(doc)
     if state is None:
         return None
     return {"kind": kind, "status": state, "amount_minor": total if overlay == "FULL" else 0,
@@ -233,8 +245,8 @@ def _components(doc: dict[str, Any]) -> list[tuple[str, int]]:
     parts = []
     for sub in items(depot.get("ware_sub_info_list"), "order_depot_info.ware_sub_info_list"):
         sub = obj(sub, "ware_sub_info_list[]")
-        ware_id = _text(sub.get("ware_id"), "ware_sub_info_list.ware_id")
-        sku = _text(sub.get("ware_sn"), "ware_sub_info_list.ware_sn") or f"ware:{ware_id}"
+        sku = _text(sub.get("ware_sn"), "ware_sub_info_list.ware_sn") \
+            or f"ware:{id_string(require(sub, 'ware_id'), 'ware_sub_info_list.ware_id')}"
         parts.append((sku, _count(sub.get("ware_quantity"), "ware_sub_info_list.ware_quantity")))
     return parts
 
@@ -244,8 +256,11 @@ def _lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for n, item in enumerate(items(doc.get("item_list"), "item_list"), start=1):
         item = obj(item, "item_list[]")
         sku_id = item.get("sku_id")
-        sku_id = None if sku_id is None else id_string(sku_id, "item_list.sku_id")
-        sku = _text(item.get("outer_id"), "item_list.outer_id") or f"sku:{sku_id}"
+        sku_id = None if sku_id in (None, "") else id_string(sku_id, "item_list.sku_id")
+        outer_id = _text(item.get("outer_id"), "item_list.outer_id")
+        if outer_id is None and sku_id is None:
+            raise MappingError("item_list: neither outer_id nor sku_id", reason="missing_field")
+        sku = outer_id or f"sku:{sku_id}"
         lines.append(line(sku_id or f"line:{n}", sku,
                           _count(item.get("goods_count"), "item_list.goods_count"),
                           _yuan(item.get("goods_price"), "item_list.goods_price")))

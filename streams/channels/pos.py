@@ -27,13 +27,17 @@ raw record per receipt (store_id + receipt_no + event). Facts this relies on:
 - time: ``sold_at`` ISO 8601 with the store's offset (``+08:00``), the latest of the
   receipt's rows; ``source_tz`` is that offset;
 - ``payment`` (alipay, card, ...) is kept in ``raw_status`` for audit; no buyer data,
-  no tax, no shipping. Bundles are sold as their own SKU (no components in the file).
+  no tax, no shipping. Bundles are sold as their own SKU (no components in the file);
+- bad input: bytes that are not UTF-8 CSV with this header are ``DecodeError``
+  ``not_csv`` (the CSV counterpart of ``not_json``); rows that disagree on the
+  receipt's identity, or with the topic, are ``bad_shape``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orderpulse import names
@@ -56,6 +60,11 @@ ROW_EVENTS: dict[str, str] = {"sale": "pos/sale", "return": "pos/return"}
 
 _LONG = 2**63
 _INT = 2**31
+# Readers turn timestamp-millis into datetimes: a time outside years 1-9999 UTC
+# would make the event unreadable.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _rows(body: bytes) -> list[dict[str, str]]:
@@ -137,7 +146,10 @@ def _checked(value: int, field: str) -> int:
 
 def _event_time(rows: list[dict[str, str]]) -> tuple[int, str]:
     """The latest ``sold_at`` of the receipt and its offset."""
-    return max(parse_iso_with_offset(row["sold_at"], field="sold_at") for row in rows)
+    at = max(parse_iso_with_offset(row["sold_at"], field="sold_at") for row in rows)
+    if not _MIN_MS <= at[0] <= _MAX_MS:
+        raise MappingError("sold_at outside years 1-9999 UTC", reason="bad_timestamp")
+    return at
 
 
 def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:

@@ -19,16 +19,21 @@ field comments of TOP's SDK ``Trade``/``Order`` classes):
   ``yyyy-MM-dd HH:mm:ss`` in China time (GMT+8, no DST) -> source_tz
   ``Asia/Shanghai``. Unset times are left out, ``""`` or a placeholder such as
   ``0001-01-01 00:00:00``: all of them mean "not set", never the epoch.
-- status: ``TRADE_STATUS`` below. ``TRADE_CLOSED`` = closed after payment because
-  the refund succeeded; ``TRADE_CLOSED_BY_TAOBAO`` = closed before payment.
-  ``type`` ``cod`` (cash on delivery) trades wait for shipment unpaid: ``PAID``
-  then reads ``APPROVED`` until ``pay_time`` is set or the trade is signed for.
-- refunds: per line only, ``orders.order[].refund_status`` (``LINE_REFUND_STATUS``)
-  with the line's latest ``refund_id``. The trade carries no refund amount (that is
-  ``refund_fee`` of ``taobao.refund.get``): a line's refund amount here is its paid
-  amount ``Order.payment``, an upper bound. Lines are grouped by refund state; the
-  most pressing group (see ``_REFUND_PRECEDENCE``) becomes the ``refund`` record
-  and the overlay. ``refunded_minor`` sums the ``SUCCESS`` lines (the whole
+- status: ``Trade.status`` is one of TRADE_NO_CREATE_PAY, WAIT_BUYER_PAY, PAY_PENDING,
+  WAIT_PRE_AUTH_CONFIRM, WAIT_SELLER_SEND_GOODS, PAID_FORBID_CONSIGN,
+  SELLER_CONSIGNED_PART, WAIT_BUYER_CONFIRM_GOODS, TRADE_BUYER_SIGNED, TRADE_FINISHED,
+  TRADE_CLOSED, TRADE_CLOSED_BY_TAOBAO (mapped in ``TRADE_STATUS``). ``TRADE_CLOSED`` =
+  closed after payment because the refund succeeded; ``TRADE_CLOSED_BY_TAOBAO`` = closed
+  before payment. ``type`` ``cod`` (cash on delivery) trades wait for shipment unpaid:
+  ``PAID`` then reads ``APPROVED`` until ``pay_time`` is set or the trade is signed for.
+- refunds: per line only, ``orders.order[].refund_status`` NO_REFUND, WAIT_SELLER_AGREE,
+  WAIT_BUYER_RETURN_GOODS, WAIT_SELLER_CONFIRM_GOODS, SUCCESS, SELLER_REFUSE_BUYER,
+  CLOSED (``LINE_REFUND_STATUS``; NO_REFUND is unverified but what the field says
+  without a refund) with the line's latest ``refund_id``. The trade carries no refund
+  amount (that is ``refund_fee`` of ``taobao.refund.get``): a line's refund amount here
+  is its paid amount ``Order.payment``, an upper bound. Lines are grouped by refund
+  state; the most pressing group (see ``_REFUND_PRECEDENCE``) becomes the ``refund``
+  record and the overlay. ``refunded_minor`` sums the ``SUCCESS`` lines (the whole
   ``payment`` for ``TRADE_CLOSED``), never more than was paid.
 - bundles: TOP's ``Order`` has no component list (``item_meal_name`` is free
   text), so ``components`` stay empty.
@@ -287,7 +292,7 @@ def _shipment(doc: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def map_status(doc: dict[str, Any]) -> tuple[str, str, str]:
     """(lifecycle status, refund overlay, raw status) of the trade, before lines and payment."""
-    raw = doc.get("status")
+    raw = require(doc, "status")
     status, overlay = lookup(TRADE_STATUS, raw, field="status")
     cod = doc.get("type") == "cod"
     return status, overlay, f"{raw};type=cod" if cod else str(raw)

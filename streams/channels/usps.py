@@ -60,7 +60,11 @@ _IN_TRANSIT_EXCEPTIONS = (
     "DX",  # "Delivery Status Not Updated": stale, not a delivery exception
 )
 
-# eventCode -> lifecycle status of the shipment.
+# eventCode -> lifecycle status of the shipment. The sandbox sends MA/GX, 03, 10/PC,
+# OF and 01; the other codes are from USPS Pub 97 (through the OSS Perl module
+# USPS::WebTools::Tracking::Codes) and eHub's event table, as the research notes list
+# them, not from a USPS v3 enum (USPS publishes none). 07 is Pub 97's "Arrival at
+# Unit" (eHub calls it out for delivery): IN_TRANSIT either way.
 EVENT_CODES: dict[str, str] = {
     # Electronic: a label or manifest exists, USPS does not have the item yet.
     **dict.fromkeys(("MA", "GX", "89", "TM"), "PACKING"),
@@ -76,6 +80,10 @@ EVENT_CODES: dict[str, str] = {
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+# Readers turn timestamp-millis into datetimes: a time outside years 1-9999 UTC
+# would make the event unreadable.
+_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MS
+_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MS
 
 
 def _parse(value: Any, field: str) -> datetime:
@@ -90,6 +98,13 @@ def _parse(value: Any, field: str) -> datetime:
 
 def event_time(event: dict[str, Any]) -> tuple[int, str]:
     """(UTC ms, the scan's offset label) of one tracking event."""
+    at, source_tz = _utc_ms(event)
+    if not _MIN_MS <= at <= _MAX_MS:
+        raise MappingError("scan time outside years 1-9999 UTC", reason="bad_timestamp")
+    return at, source_tz
+
+
+def _utc_ms(event: dict[str, Any]) -> tuple[int, str]:
     offset = parse_gmt_offset(event.get("GMTOffset"))
     source_tz = offset_label(offset) if offset is not None else "UTC"
     if not is_not_set(event.get("GMTTimestamp")):
@@ -140,5 +155,5 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
         raw, ctx, channel=CHANNEL, channel_order_id=number, event_type="CARRIER_SCAN",
         status=status, raw_status=raw_status, event_time=at, source_tz=source_tz,
         currency=CURRENCY, total_minor=0, carrier=CARRIER, tracking_no=number,
-        receiver=_receiver(ctx, event),
+        receiver=_receiver(ctx, event), discriminator=code,
     )]

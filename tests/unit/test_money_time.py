@@ -60,3 +60,10 @@ def test_naive_or_garbage_time_is_refused(value: object) -> None:
     with pytest.raises(MappingError) as info:
         parse_iso_with_offset(value, field="updated_at")
     assert info.value.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize("amount", ["sNaN", "1E+999999", "1e-5000000000", "1e30", "-Infinity"])
+def test_pathological_amounts_are_bad_input(amount: str) -> None:
+    with pytest.raises(MappingError) as info:
+        to_minor(amount, "USD", field="total")
+    assert info.value.reason == "bad_amount"

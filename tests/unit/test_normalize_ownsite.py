@@ -287,12 +287,21 @@ def test_bad_input_raises_reasoned_errors(doc: dict[str, Any], error: type,
     assert info.value.reason == reason
 
 
-def test_naive_time_and_not_json() -> None:
+@pytest.mark.parametrize("occurred_at", [
+    "2026-11-11 23:00:05",  # naive: the zone would be a guess
+    "0001-01-01T00:00:00+05:00",  # before year 1 in UTC: unreadable as a datetime
+    "9999-12-31T23:59:59-05:00",  # after year 9999 in UTC
+    1794409205,
+])
+def test_unusable_event_times(occurred_at: object) -> None:
     doc = orjson.loads(PAID)
-    doc["occurred_at"] = "2026-11-11 23:00:05"
+    doc["occurred_at"] = occurred_at
     with pytest.raises(MappingError) as info:
         _one(doc)
     assert info.value.reason == "bad_timestamp"
+
+
+def test_not_json() -> None:
     for body in (b"not json", b"[1]", PAID[: len(PAID) // 2]):
         with pytest.raises(DecodeError) as decode:
             ownsite.normalize(_raw(body), CTX)
@@ -357,7 +366,8 @@ _json = st.recursive(
     | st.text(max_size=20)
     | st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str)
     | st.sampled_from(["", "0", "2026-11-11T23:00:05+08:00", "0001-01-01 00:00:00",
-                       "refunded", "return_and_refund", "CNY"]),
+                       "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00",
+                       "refunded", "return_and_refund", "CNY", "JPY", "sNaN", "1E+999999"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                 max_size=5),
     max_leaves=20,
