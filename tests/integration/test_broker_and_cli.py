@@ -66,7 +66,8 @@ def test_run_reports_from_clickhouse_and_leaves_nothing_listening(tmp_path: Path
     # The sandbox sends duplicates (same event): the report counts each event once.
     assert 0 < data["events"] <= landed
     assert data["orders"] > 0
-    assert {row["channel"] for row in data["orders_by_current_status"]} == {"shopify"}
+    channels = {row["channel"] for row in data["orders_by_current_status"]}
+    assert {"shopify", "taobao", "douyin", "pos"} <= channels, channels
     assert data["dead_letters"] == sum(r["records"] for r in data["dead_letters_by_reason"])
 
 
