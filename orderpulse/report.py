@@ -33,10 +33,11 @@ def build_report(client: ClickHouse) -> dict[str, Any]:
     dead_rows = client.query_rows(
         f"SELECT step, reason, count() AS records, any(message) AS example "
         f"FROM {dead} FINAL GROUP BY step, reason ORDER BY records DESC, step, reason")
+    delay = "dateDiff('millisecond', event_time, landed_at)"
     latency = client.query_rows(
         f"SELECT channel, "
-        f"quantile(0.5)(dateDiff('millisecond', event_time, landed_at)) / 1000 AS p50_s, "
-        f"quantile(0.99)(dateDiff('millisecond', event_time, landed_at)) / 1000 AS p99_s "
+        f"round(quantile(0.5)({delay}) / 1000, 3) AS p50_s, "
+        f"round(quantile(0.99)({delay}) / 1000, 3) AS p99_s "
         f"FROM {events} FINAL GROUP BY channel ORDER BY channel")
     return {
         "events": int(totals["events"]),
