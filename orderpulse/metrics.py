@@ -30,6 +30,12 @@ class Metrics:
     poll_lag: Gauge
     import_rows: Counter
     unmapped_status: Counter
+    duplicates: Counter
+    quarantined: Counter
+    alerts: Counter
+    stuck_orders: Gauge
+    open_orders: Gauge
+    order_table_entries: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -85,6 +91,30 @@ class Metrics:
                 "Channel status values no mapping table knows (the value itself is in the "
                 "dead letter's message, not a label).",
                 ["channel"], registry=registry,
+            ),
+            duplicates=Counter(
+                "orderpulse_duplicates_total", "Repeated events recognised and not applied.",
+                ["channel"], registry=registry,
+            ),
+            quarantined=Counter(
+                "orderpulse_quarantined_total", "Events with an impossible transition.",
+                ["channel"], registry=registry,
+            ),
+            alerts=Counter(
+                "orderpulse_stuck_alerts_total", "Stuck-order alerts raised and resolved.",
+                ["kind"], registry=registry,
+            ),
+            stuck_orders=Gauge(
+                "orderpulse_stuck_orders", "Open orders past their state's limit, now.",
+                ["state", "channel"], registry=registry,
+            ),
+            open_orders=Gauge(
+                "orderpulse_open_orders", "Orders not yet completed or cancelled, now.",
+                ["channel"], registry=registry,
+            ),
+            order_table_entries=Gauge(
+                "orderpulse_order_table_entries", "Orders held in this worker's state table.",
+                registry=registry,
             ),
             import_rows=Counter(
                 "orderpulse_import_rows_total", "CSV import rows: accepted or rejected.",

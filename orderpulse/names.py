@@ -16,6 +16,11 @@ RAW_TOPIC_PREFIX = "orders.raw."
 TOPIC_NORMALIZED = "orders.normalized"
 TOPIC_DLQ = "orders.dlq"
 TOPIC_CURSORS = "orders.cursors"  # compacted: poller checkpoints, key <channel>/<shop>
+TOPIC_STATE = "orders.state"  # compacted: each order's current state
+TOPIC_ALERTS = "orders.alerts"  # stuck orders raised / resolved
+TOPIC_QUARANTINE = "orders.quarantine"  # impossible transitions
+TOPIC_DUPLICATES = "orders.duplicates"  # duplicate deliveries, recorded not applied
+TOPIC_TICKS = "orders.ticks"  # internal: drives stuck checks in every partition
 
 # --- steps added by the connectors ---------------------------------------------
 STEP_POLL = "poll"

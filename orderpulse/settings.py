@@ -108,6 +108,27 @@ class Settings(BaseSettings):
         "the data directory.",
     )
 
+    # --- Order lifecycle -----------------------------------------------------------
+    dedup_window_s: float = Field(
+        default=48 * 3600.0, alias="ORDERPULSE_DEDUP_WINDOW_S",
+        description="How long (in event time) a repeat of an event is recognised: at least "
+        "the longest channel retry schedule (Shopify retries for 48 h).",
+    )
+    stuck_tick_s: float = Field(
+        default=10.0, alias="ORDERPULSE_STUCK_TICK_S",
+        description="How often every partition's open orders are checked against their "
+        "state's limit (no new event needed).",
+    )
+    stuck_limits_s: dict[str, float] = Field(
+        default_factory=dict, alias="ORDERPULSE_STUCK_LIMITS",
+        description='JSON overrides of the per-state limits in seconds, e.g. {"PAID": 7200}.',
+    )
+    peak_calendar: list[dict[str, Any]] = Field(
+        default_factory=list, alias="ORDERPULSE_PEAK_CALENDAR",
+        description='JSON list of promotions scaling the limits: [{"start": ISO, "end": ISO, '
+        '"factor": 1.5}].',
+    )
+
     # --- Observability ---------------------------------------------------------
     metrics_host: str = Field(default="127.0.0.1", alias="ORDERPULSE_METRICS_HOST")
     metrics_port: int = Field(

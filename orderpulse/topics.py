@@ -39,6 +39,13 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.TOPIC_NORMALIZED, n, week),
         # Dead letters are the merchant's orders too: keep them four weeks.
         TopicSpec(names.TOPIC_DLQ, n, {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(names.TOPIC_STATE, n, {"cleanup.policy": "compact"}),
+        TopicSpec(names.TOPIC_ALERTS, n, {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(names.TOPIC_QUARANTINE, n, {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(names.TOPIC_DUPLICATES, n, week),
+        # Co-partitioned with the raw topics (same count): a tick on partition p is
+        # handled where partition p's orders live.
+        TopicSpec(names.TOPIC_TICKS, n, {"retention.ms": str(3600 * 1000)}),
         # Checkpoints: only the latest value per key matters, forever.
         TopicSpec(names.TOPIC_CURSORS, 1, {"cleanup.policy": "compact"}),
     ]

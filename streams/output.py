@@ -33,11 +33,14 @@ class OutputProducer:
         if err is not None and self._failure is None:
             self._failure = err
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             partition: int | None = None) -> None:
         """Queue one record; waits (briefly blocking) while the local queue is full."""
+        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery)
+                self._producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery,
+                                       **extra)
                 break
             except BufferError:
                 self._producer.poll(0.05)

@@ -32,6 +32,7 @@ class StepResult:
     """What one input produced: keyed outputs, or one dead letter."""
 
     outputs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the outputs, decoded
     dead_letter: bytes | None = None
     reason: str | None = None
     channel: str = "unknown"
@@ -71,7 +72,7 @@ def normalize_message(src: Source, *, now_ms: int, pii_key: bytes = b"") -> Step
         events = normalizer_for(raw["channel"])(raw, Context(now_ms, pii_key))
         order_codec = codec("OrderEvent")
         outputs = [(e["order_id"].encode(), order_codec.encode(e)) for e in events]
-        return StepResult(outputs=outputs, channel=raw["channel"])
+        return StepResult(outputs=outputs, events=events, channel=raw["channel"])
     except InputError as exc:
         reason = exc.reason
         error: BaseException = exc
