@@ -115,8 +115,16 @@ def dedup_key(event: Mapping[str, Any]) -> str:
     return str(event["event_id"])
 
 
-def _sort_key(entry: Mapping[str, Any]) -> tuple[int, int, str]:
-    return entry["t"], RANK.get(entry["status"], -1), entry["id"]
+# Refund progress, to order events that share a timestamp.
+REFUND_RANK = {"NONE": 0, "REQUESTED": 1, "RETURN_PENDING": 2, "REJECTED": 3, "PARTIAL": 4,
+               "FULL": 5}
+
+
+def _sort_key(entry: Mapping[str, Any]) -> tuple[int, int, int, str]:
+    # Equal event times (whole-second channel clocks) are ordered by progress, so
+    # the fold never depends on arrival order.
+    return (entry["t"], RANK.get(entry["status"], -1), REFUND_RANK.get(entry.get("refund"), 0),
+            entry["id"])
 
 
 def derive(history: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

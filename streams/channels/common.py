@@ -109,7 +109,11 @@ def build(raw: dict[str, Any], ctx: Context, *, channel: str, channel_order_id: 
     if event_time > ctx.processed_at + ctx.max_future_skew_ms:
         flags.append(FLAG_FUTURE)
     return {
-        "event_id": event_id(unified, event_type, event_time, discriminator),
+        # The state it reports is part of the identity: an exact retry repeats it,
+        # while two different updates within one second (whole-second channel
+        # clocks) stay two events.
+        "event_id": event_id(unified, event_type, event_time,
+                             f"{status}/{fields.get('refund_status', 'NONE')}/{discriminator}"),
         "order_id": unified,
         "channel": channel,
         "shop_id": raw.get("shop_id", ""),

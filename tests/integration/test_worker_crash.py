@@ -18,12 +18,14 @@ from orderpulse.procs import spawn, wait_for_metrics
 from orderpulse.runner import settings_env
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
+from orderpulse.streams.lifecycle import apply
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
 from tests.integration.conftest import PipelineFactory, SettingsFactory
 
 pytestmark = pytest.mark.integration
 N = 15000
+WINDOW = 48 * 3600 * 1000
 
 
 def committed(settings: Settings) -> int:
@@ -42,13 +44,17 @@ def test_killed_worker_restarts_without_loss(settings_factory: SettingsFactory,
                                              pipeline_factory: PipelineFactory) -> None:
     settings = settings_factory()
     events = list(raw_events(N, seed=3))
-    # The reference, computed offline by the same pure step.
+    # The reference, computed offline by the same pure steps: normalize, then the
+    # lifecycle fold per order.
     expected_event_ids, expected_dead = set(), 0
+    reference: dict[str, dict] = {}
     for key, value in events:
         result = normalize_message(Source("r", 0, 0, key, value), now_ms=0)
         expected_dead += result.dead_letter is not None
-        expected_event_ids.update(codec("OrderEvent").decode(v)["event_id"]
-                                  for _k, v in result.outputs)
+        for event in result.events:
+            expected_event_ids.add(event["event_id"])
+            order = event["order_id"]
+            reference[order] = apply(reference.get(order), event, window_ms=WINDOW).record
 
     pipeline = pipeline_factory(settings, steps=("streams", "sink"))
     producer = Producer({**settings.kafka_client_config(), "enable.idempotence": True})
@@ -96,3 +102,27 @@ def test_killed_worker_restarts_without_loss(settings_factory: SettingsFactory,
         client.close()
     assert ids == expected_event_ids
     assert int(dead_row["n"]) == expected_dead
+    states = latest_states(settings)
+    assert {o: s["status"] for o, s in states.items()} == \
+        {o: r["status"] for o, r in reference.items()}
+    assert {o: s["refund_status"] for o, s in states.items()} == \
+        {o: r["refund_status"] for o, r in reference.items()}
+
+
+def latest_states(settings: Settings) -> dict[str, dict]:
+    """orders.state read as a table: the latest value per order."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"s-{time.time()}",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([topic_name(settings, names.TOPIC_STATE)])
+    states: dict[str, dict] = {}
+    idle = time.monotonic()
+    try:
+        while time.monotonic() - idle < 6:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    state = codec("OrderState").decode(msg.value())
+                    states[state["order_id"]] = state
+                    idle = time.monotonic()
+    finally:
+        consumer.close()
+    return states
