@@ -125,7 +125,8 @@ class OrderWorker:
         events.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
         for event, (_key, value) in zip(result.events, result.outputs, strict=True):
             out = on_event(self.orders.get(event["order_id"]), event, value,
-                           window_ms=self.window_ms, now_ms=now)
+                           window_ms=self.window_ms, now_ms=now,
+                           source=f"{src.topic}/{src.partition}/{src.offset}")
             if out.record is not None:
                 self.orders[event["order_id"]] = {**out.record, "p": src.partition}
             self._send(out.outputs)

@@ -92,6 +92,7 @@ class Outcome:
 
     record: dict[str, Any]
     duplicate: bool = False
+    replay: bool = False  # the same source message again (after a crash): re-emit it
     accepted: bool = False  # a new event (emit it downstream)
     state_changed: bool = False  # status or refund status moved: publish orders.state
     quarantined: list[dict[str, Any]] = field(default_factory=list)
@@ -144,19 +145,26 @@ def derive(history: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], list[d
 
 
 def apply(record: dict[str, Any] | None, event: Mapping[str, Any], *,
-          window_ms: int) -> Outcome:
-    """Apply one normalized event to its order's record."""
+          window_ms: int, source: str = "") -> Outcome:
+    """Apply one normalized event to its order's record.
+
+    ``source`` names the message it came from (topic/partition/offset). The same id
+    from another message is a duplicate delivery: dropped. The same id from the
+    same message is a replay after a crash: the table may have kept the event
+    while its outputs were lost, so the caller emits it again (downstream dedups).
+    """
     rec = dict(record) if record else new_record(event)
     seen = dict(rec["seen"])
     t = _ms(event["event_time"])
     key = dedup_key(event)
     if key in seen:
-        return Outcome(rec, duplicate=True)
-    seen[key] = t
-    newest = max([t, *seen.values()])
+        replay = bool(source) and seen[key][1] == source
+        return Outcome(rec, duplicate=not replay, replay=replay)
+    seen[key] = [t, source]
+    newest = max([t, *(v[0] for v in seen.values())])
     # Expire by event time: anything older than the window cannot be a retry any
     # more (windows are longer than any channel's retry schedule).
-    rec["seen"] = {k: v for k, v in seen.items() if v >= newest - window_ms}
+    rec["seen"] = {k: v for k, v in seen.items() if v[0] >= newest - window_ms}
     entry = {"id": key, "t": t, "type": event["event_type"], "status": event["status"],
              "refund": event.get("refund_status", "NONE")}
     before = (rec["status"], rec["refund_status"])

@@ -57,10 +57,13 @@ def _rejected(reason: str, event: dict[str, Any], encoded: bytes, now_ms: int,
 
 
 def on_event(record: dict[str, Any] | None, event: dict[str, Any], encoded: bytes, *,
-             window_ms: int, now_ms: int) -> StepOut:
+             window_ms: int, now_ms: int, source: str = "") -> StepOut:
     """A normalized event: deduplicate, apply, and say what to publish."""
     key = event["order_id"].encode()
-    outcome: Outcome = apply(record, event, window_ms=window_ms)
+    outcome: Outcome = apply(record, event, window_ms=window_ms, source=source)
+    if outcome.replay:
+        return StepOut(None, [(names.TOPIC_NORMALIZED, key, encoded),
+                              (names.TOPIC_STATE, key, _state(outcome.record, now_ms))])
     if outcome.duplicate:
         return StepOut(None, [(names.TOPIC_DUPLICATES, key,
                                _rejected("duplicate", event, encoded, now_ms))], duplicate=True)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from orderpulse.broker import EmbeddedBroker
 from orderpulse.runner import Pipeline, start_pipeline
@@ -45,6 +47,16 @@ def settings_factory(broker: EmbeddedBroker, tmp_path: Path) -> SettingsFactory:
         return settings
 
     return make
+
+
+def group_offsets(settings: Settings, group: str, topics: list[str]) -> list[TopicPartition]:
+    """A group's committed offsets, read with the admin API: a probe must not join
+    (or leave) the group it inspects, or it would make the group rebalance."""
+    admin = AdminClient(settings.kafka_client_config())
+    parts = [TopicPartition(t, p) for t in topics for p in range(settings.default_partitions)]
+    request = [ConsumerGroupTopicPartitions(group, parts)]
+    result = admin.list_consumer_group_offsets(request)[group].result(timeout=10)
+    return list(result.topic_partitions)
 
 
 PipelineFactory = Callable[..., Pipeline]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
 from orderpulse import names
@@ -18,7 +18,7 @@ from orderpulse.connectors.clickhouse_sink import ClickHouseSink
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.topics import topic_name
-from tests.integration.conftest import SettingsFactory
+from tests.integration.conftest import SettingsFactory, group_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,9 @@ def produce(settings: Settings, first: int, count: int) -> None:
 
 
 def committed_total(settings: Settings) -> int:
-    consumer = Consumer({**settings.kafka_client_config(),
-                         "group.id": settings.group(names.STEP_SINK)})
-    try:
-        topic = topic_name(settings, names.TOPIC_NORMALIZED)
-        parts = [TopicPartition(topic, p) for p in range(settings.default_partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-    finally:
-        consumer.close()
+    offsets = group_offsets(settings, settings.group(names.STEP_SINK),
+                            [topic_name(settings, names.TOPIC_NORMALIZED)])
+    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 @pytest.fixture

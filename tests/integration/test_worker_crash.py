@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from orderpulse import names
 from orderpulse.avro import codec
@@ -16,28 +16,34 @@ from orderpulse.broker import free_port
 from orderpulse.clickhouse import EmbeddedClickHouse
 from orderpulse.procs import spawn, wait_for_metrics
 from orderpulse.runner import settings_env
-from orderpulse.scrape import total
 from orderpulse.settings import Settings
 from orderpulse.streams.lifecycle import apply
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
-from tests.integration.conftest import PipelineFactory, SettingsFactory
+from tests.integration.conftest import PipelineFactory, SettingsFactory, group_offsets
 
 pytestmark = pytest.mark.integration
 N = 15000
 WINDOW = 48 * 3600 * 1000
 
 
+def caught_up(settings: Settings, group: str, topics: list[str]) -> bool:
+    probe = Consumer({**settings.kafka_client_config(), "group.id": f"probe-{time.time()}"})
+    try:
+        for tp in group_offsets(settings, group, topics):
+            _low, high = probe.get_watermark_offsets(tp, timeout=10)
+            if high > 0 and tp.offset < high:
+                return False
+        return True
+    finally:
+        probe.close()
+
+
 def committed(settings: Settings) -> int:
     """Offsets the streams worker's group has committed on the raw topic."""
-    consumer = Consumer({**settings.kafka_client_config(),
-                         "group.id": f"orderpulse-streams{settings.topic_suffix}"})
-    try:
-        raw = topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY))
-        parts = [TopicPartition(raw, p) for p in range(settings.default_partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-    finally:
-        consumer.close()
+    raw = topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY))
+    offsets = group_offsets(settings, f"orderpulse-streams{settings.topic_suffix}", [raw])
+    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def test_killed_worker_restarts_without_loss(settings_factory: SettingsFactory,
@@ -78,17 +84,18 @@ def test_killed_worker_restarts_without_loss(settings_factory: SettingsFactory,
     pipeline.children["streams"] = restarted
     wait_for_metrics(restarted)
 
+    # Done when both groups have committed everything there is to read: the raw
+    # topic (streams) and what the streams worker wrote (sink).
     sink = pipeline.children["sink"]
-    deadline = time.monotonic() + 120
+    raw_group = f"orderpulse-streams{settings.topic_suffix}"
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        s = sink.samples()
-        landed = total(s, "orderpulse_events_total", step="clickhouse_sink", outcome="out")
-        dead = total(s, "orderpulse_events_total", step="clickhouse_sink",
-                     outcome="dead_letter_landed")
-        if landed >= len(expected_event_ids) and dead >= expected_dead:
+        if caught_up(settings, raw_group, [raw]) and caught_up(
+                settings, settings.group(names.STEP_SINK),
+                [topic_name(settings, names.TOPIC_NORMALIZED),
+                 topic_name(settings, names.TOPIC_DLQ)]):
             break
-        time.sleep(0.25)
-    time.sleep(2)  # a replay after the restart may still be landing copies
+        time.sleep(1)
     assert sink.stop() == 0
 
     client = EmbeddedClickHouse(str(settings.chdb_path), settings.clickhouse_database)

@@ -53,6 +53,16 @@ def test_retried_payment_callback_is_applied_once() -> None:
     assert record["status"] == "PAID" and len(record["history"]) == 2
 
 
+def test_a_replayed_message_is_re_emitted_not_dropped() -> None:
+    paid = ev("PAID", T0, "PAID")
+    first = apply(None, paid, window_ms=WINDOW, source="raw/0/41")
+    again = apply(first.record, paid, window_ms=WINDOW, source="raw/0/41")
+    retry = apply(first.record, paid, window_ms=WINDOW, source="raw/0/57")
+    assert (again.replay, again.duplicate) == (True, False)
+    assert (retry.replay, retry.duplicate) == (False, True)
+    assert again.record == first.record
+
+
 def test_shipped_before_paid_ends_shipped() -> None:
     record, outs = run([ev("SHIPPED", T0 + 2 * MIN, "SHIPPED"), ev("PAID", T0 + MIN, "PAID")])
     assert record["status"] == "SHIPPED"
