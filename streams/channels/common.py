@@ -4,12 +4,14 @@ the builder that fills an ``OrderEvent`` (v2) with its defaults and flags."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from orderpulse.errors import DecodeError, MappingError
+from orderpulse.streams.money import to_minor
 
 #: Events further in the future than this are flagged (a server in the wrong zone).
 DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
@@ -85,6 +87,53 @@ def id_string(value: Any, field: str) -> str:
         raise MappingError(f"{field}: expected an id, got {type(value).__name__}",
                            reason="bad_id")
     return str(value).strip()
+
+
+# --- shared by the China-time, yuan-string channels (Taobao, JD) --------------------
+_YUAN = re.compile(r"\d{1,13}(?:\.\d{1,6})?")
+_MAX_INT = 2**31 - 1
+
+
+def digits_id(value: Any, field: str) -> str:
+    text = id_string(value, field)
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise MappingError(f"{field}: expected a numeric id", reason="bad_id")
+    return text
+
+
+def text(value: Any, field: str) -> str | None:
+    """An optional scalar text field (an integer is its digits); blank is None."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise MappingError(f"{field}: expected text, got {type(value).__name__}",
+                           reason="bad_shape")
+    return value.strip() or None
+
+
+def yuan(value: Any, field: str) -> int:
+    """A CNY yuan amount (string, or integer yuan) in fen; absent is 0."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str):
+        ok = _YUAN.fullmatch(value.strip()) is not None
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**13
+    if not ok:
+        raise MappingError(f"{field}: expected a yuan amount like '12.30', got "
+                           f"{str(value)[:20]!r}", reason="bad_amount")
+    return to_minor(value, "CNY", field=field)
+
+
+def quantity(value: Any, field: str) -> int:
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise MappingError(f"{field}: expected a non-negative integer", reason="bad_shape")
+    return value
+
 
 
 def lookup(table: dict[Any, Any], value: Any, *, field: str) -> Any:
