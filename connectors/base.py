@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 
 from orderpulse.errors import OrderPulseError, SignatureError
 
@@ -137,6 +138,23 @@ class Window:
 class Page:
     records: list[RawRecord]
     next_cursor: str | None  # None: the window is complete
+
+
+async def post_form_json(session: aiohttp.ClientSession, url: str,
+                         params: Mapping[str, str], *, gateway: str) -> Any:
+    """POST form parameters to an open-platform gateway and decode its JSON answer;
+    transport failures, non-200 answers and non-JSON bodies are ``PollError``s."""
+    try:
+        async with session.post(url, data=dict(params)) as resp:
+            status, body = resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise PollError(f"{gateway} gateway unreachable: {type(exc).__name__}") from exc
+    if status != 200:
+        raise PollError(f"{gateway} gateway answered HTTP {status}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PollError(f"{gateway} answer is not JSON") from exc
 
 
 class PollSource(ABC):

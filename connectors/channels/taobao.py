@@ -62,6 +62,7 @@ from orderpulse.connectors.base import (
     Throttled,
     Window,
     content_id,
+    post_form_json,
 )
 
 CHANNEL = names.CHANNEL_TAOBAO
@@ -201,17 +202,7 @@ def record_of(trade: Any, shop_id: str) -> RawRecord:
 
 async def call(session: aiohttp.ClientSession, url: str, params: Mapping[str, str]) -> Any:
     """POST one TOP call and decode its JSON answer."""
-    try:
-        async with session.post(url, data=dict(params)) as resp:
-            status, body = resp.status, await resp.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise PollError(f"Taobao gateway unreachable: {type(exc).__name__}") from exc
-    if status != 200:
-        raise PollError(f"Taobao gateway answered HTTP {status}")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PollError("Taobao answer is not JSON") from exc
+    return await post_form_json(session, url, params, gateway="Taobao")
 
 
 class TaobaoPoll(PollSource):

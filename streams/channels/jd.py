@@ -98,21 +98,11 @@ COD_PAY_TYPE = "1"  # payType "1-货到付款"
 _CONSIGNEE = ("fullname", "mobile", "telephone", "fullAddress", "province", "city")
 
 
-_digits_id = digits_id
-_text = text
-_yuan = yuan
-_quantity = quantity
-
-
-def _china_time(value: Any, field: str) -> tuple[int, str]:
-    return parse_china_naive(value, field=field)
-
-
 def _is_set(doc: dict[str, Any], field: str) -> bool:
     """Whether an optional Beijing time is set (checked when it is)."""
     if is_not_set(doc.get(field)):
         return False
-    _china_time(doc.get(field), field)
+    parse_china_naive(doc.get(field), field=field)
     return True
 
 
@@ -126,13 +116,13 @@ def _lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
     seen: dict[str, int] = {}
     for item in items(doc.get("itemInfoList"), "itemInfoList"):
         item = obj(item, "itemInfoList[]")
-        sku_id = _digits_id(require(item, "skuId"), "itemInfoList.skuId")
+        sku_id = digits_id(require(item, "skuId"), "itemInfoList.skuId")
         seen[sku_id] = seen.get(sku_id, 0) + 1
         line_id = sku_id if seen[sku_id] == 1 else f"{sku_id}#{seen[sku_id]}"
-        sku = _text(item.get("outerSkuId"), "itemInfoList.outerSkuId") or f"sku:{sku_id}"
+        sku = text(item.get("outerSkuId"), "itemInfoList.outerSkuId") or f"sku:{sku_id}"
         lines.append(line(line_id, sku,
-                          _quantity(require(item, "itemTotal"), "itemInfoList.itemTotal"),
-                          _yuan(item.get("jdPrice"), "itemInfoList.jdPrice")))
+                          quantity(require(item, "itemTotal"), "itemInfoList.itemTotal"),
+                          yuan(item.get("jdPrice"), "itemInfoList.jdPrice")))
     return lines
 
 
@@ -151,7 +141,7 @@ def _progress(waybill: str | None) -> str:
 
 def _receiver(ctx: Context, doc: dict[str, Any]) -> dict[str, Any] | None:
     info = obj(doc.get("consigneeInfo"), "consigneeInfo")
-    t = {f: _text(info.get(f), f"consigneeInfo.{f}") for f in _CONSIGNEE}
+    t = {f: text(info.get(f), f"consigneeInfo.{f}") for f in _CONSIGNEE}
     if not any(t.values()):
         return None
     encrypted = {f: v for f, v in t.items() if v and is_ciphertext(v)}
@@ -165,7 +155,7 @@ def _receiver(ctx: Context, doc: dict[str, Any]) -> dict[str, Any] | None:
 
 def _buyer_ref(ctx: Context, doc: dict[str, Any]) -> str | None:
     for field in ("open_id_buyer", "xid_buyer", "pin"):
-        value = _text(doc.get(field), field)
+        value = text(doc.get(field), field)
         if value:
             return keyed_ref(ctx.pii_key, CHANNEL, field, value)
     return None
@@ -184,13 +174,13 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
     if not isinstance(topic, str) or topic not in EVENT_TYPES:
         raise MappingError(f"unsupported JD topic {str(topic)[:60]!r}", reason="unknown_topic")
     doc = loads_object(raw["body"], "a JD order object")
-    order_id = _digits_id(require(doc, "orderId"), "orderId")
+    order_id = digits_id(require(doc, "orderId"), "orderId")
     status, overlay, raw_status = map_status(doc)
-    event_time, source_tz = _china_time(require(doc, "modified"), "modified")
-    payment = _yuan(require(doc, "orderPayment"), "orderPayment")
+    event_time, source_tz = parse_china_naive(require(doc, "modified"), field="modified")
+    payment = yuan(require(doc, "orderPayment"), "orderPayment")
     cod = _is_cod(doc)
     paid = _paid(doc, raw_status, cod, payment)
-    waybill = _text(doc.get("waybill"), "waybill")
+    waybill = text(doc.get("waybill"), "waybill")
     status = status or _progress(waybill)
     if cod and status == "PAID" and paid == 0:
         status = "APPROVED"  # cash on delivery: accepted for shipment, paid on delivery
@@ -203,13 +193,13 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
         event_time=event_time, source_tz=source_tz, currency=CURRENCY, total_minor=payment,
         refund_status=overlay,
         paid_minor=paid,
-        discount_minor=_yuan(doc.get("sellerDiscount"), "sellerDiscount"),
-        shipping_minor=_yuan(doc.get("freightPrice"), "freightPrice"),
-        tax_minor=_yuan(doc.get("taxFee"), "taxFee"),
+        discount_minor=yuan(doc.get("sellerDiscount"), "sellerDiscount"),
+        shipping_minor=yuan(doc.get("freightPrice"), "freightPrice"),
+        tax_minor=yuan(doc.get("taxFee"), "taxFee"),
         refunded_minor=refunded,
         lines=_lines(doc),
         buyer_ref=_buyer_ref(ctx, doc),
         receiver=_receiver(ctx, doc),
-        carrier=_text(doc.get("logisticsId"), "logisticsId"),
+        carrier=text(doc.get("logisticsId"), "logisticsId"),
         tracking_no=waybill,
     )]

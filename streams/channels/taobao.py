@@ -118,28 +118,18 @@ _REFUND_PRECEDENCE = ("RETURN_RECEIVED", "APPROVED", "REQUESTED", "REFUNDED", "R
 # Yuan: digits with an optional fraction (13 integer digits keep sums far below 2**63).
 
 
-_digits_id = digits_id
-_text = text
-_yuan = yuan
-_quantity = quantity
-
-
-def _china_time(value: Any, field: str) -> tuple[int, str]:
-    return parse_china_naive(value, field=field)
-
-
 def _is_set(doc: dict[str, Any], field: str) -> bool:
     """Whether an optional China time is set (checked when it is)."""
     if is_not_set(doc.get(field)):
         return False
-    _china_time(doc.get(field), field)
+    parse_china_naive(doc.get(field), field=field)
     return True
 
 
 def _trade_id(doc: dict[str, Any]) -> str:
     if doc.get("tid_str") not in (None, ""):
-        return _digits_id(doc["tid_str"], "tid_str")
-    return _digits_id(require(doc, "tid"), "tid")
+        return digits_id(doc["tid_str"], "tid_str")
+    return digits_id(require(doc, "tid"), "tid")
 
 
 def _order_items(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,9 +143,9 @@ def _sku(item: dict[str, Any]) -> str:
     """Merchant SKU code first; TOP's sku id, merchant item code, item id after."""
     for field, prefix in (("outer_sku_id", ""), ("sku_id", "sku:"), ("outer_iid", ""),
                           ("num_iid", "item:")):
-        text = _text(item.get(field), f"orders.order.{field}")
-        if text:
-            return prefix + text
+        found = text(item.get(field), f"orders.order.{field}")
+        if found:
+            return prefix + found
     raise MappingError("orders.order: no sku, item code or item id", reason="missing_field")
 
 
@@ -170,7 +160,7 @@ def _line_refund(item: dict[str, Any]) -> str | None:
 
 def _line_amount(item: dict[str, Any]) -> int:
     field = "payment" if item.get("payment") not in (None, "") else "divide_order_fee"
-    return _yuan(item.get(field), f"orders.order.{field}")
+    return yuan(item.get(field), f"orders.order.{field}")
 
 
 def _refund(lines: list[dict[str, Any]], amounts: dict[str, int],
@@ -205,12 +195,12 @@ def _lines(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int],
     """The lines, each line's paid amount and latest refund id, keyed by oid."""
     lines, amounts, refund_ids = [], {}, {}
     for item in _order_items(doc):
-        oid = _digits_id(require(item, "oid"), "orders.order.oid")
-        lines.append(line(oid, _sku(item), _quantity(require(item, "num"), "orders.order.num"),
-                          _yuan(item.get("price"), "orders.order.price"),
+        oid = digits_id(require(item, "oid"), "orders.order.oid")
+        lines.append(line(oid, _sku(item), quantity(require(item, "num"), "orders.order.num"),
+                          yuan(item.get("price"), "orders.order.price"),
                           refund_status=_line_refund(item)))
         amounts[oid] = _line_amount(item)
-        refund_ids[oid] = _text(item.get("refund_id"), "orders.order.refund_id")
+        refund_ids[oid] = text(item.get("refund_id"), "orders.order.refund_id")
     return lines, amounts, refund_ids
 
 
@@ -226,7 +216,7 @@ def _receiver(ctx: Context, doc: dict[str, Any]) -> dict[str, Any] | None:
     fields = ("receiver_name", "receiver_mobile", "receiver_phone", "receiver_state",
               "receiver_city", "receiver_district", "receiver_town", "receiver_address",
               "oaid")
-    t = {f: _text(doc.get(f), f) for f in fields}
+    t = {f: text(doc.get(f), f) for f in fields}
     if not any(t.values()):
         return None
     phone = t["receiver_mobile"] or t["receiver_phone"]
@@ -244,9 +234,9 @@ def _receiver(ctx: Context, doc: dict[str, Any]) -> dict[str, Any] | None:
 
 def _shipment(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     for item in _order_items(doc):
-        tracking = _text(item.get("invoice_no"), "orders.order.invoice_no")
+        tracking = text(item.get("invoice_no"), "orders.order.invoice_no")
         if tracking:
-            return _text(item.get("logistics_company"), "orders.order.logistics_company"), \
+            return text(item.get("logistics_company"), "orders.order.logistics_company"), \
                 tracking
     return None, None
 
@@ -269,8 +259,8 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
     tid = _trade_id(doc)
     status, overlay, raw_status = map_status(doc)
     trade_status = str(doc["status"])
-    event_time, source_tz = _china_time(require(doc, "modified"), "modified")
-    payment = _yuan(require(doc, "payment"), "payment")
+    event_time, source_tz = parse_china_naive(require(doc, "modified"), field="modified")
+    payment = yuan(require(doc, "payment"), "payment")
     cod = doc.get("type") == "cod"
     paid = _paid(doc, trade_status, cod, payment)
     if cod and status == "PAID" and paid == 0:
@@ -282,17 +272,17 @@ def normalize(raw: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
     else:
         overlay = line_overlay
     carrier, tracking = _shipment(doc)
-    buyer_id = _text(doc.get("buyer_open_uid"), "buyer_open_uid")
-    nick = _text(doc.get("buyer_nick"), "buyer_nick")
+    buyer_id = text(doc.get("buyer_open_uid"), "buyer_open_uid")
+    nick = text(doc.get("buyer_nick"), "buyer_nick")
     return [build(
         raw, ctx, channel=CHANNEL, channel_order_id=tid, event_type=EVENT_TYPES[topic],
         status=status, raw_status=raw_status, event_time=event_time, source_tz=source_tz,
         currency=CURRENCY, total_minor=payment,
         refund_status=overlay,
         paid_minor=paid,
-        discount_minor=_yuan(doc.get("discount_fee"), "discount_fee"),
-        shipping_minor=_yuan(doc.get("post_fee"), "post_fee"),
-        tax_minor=sum(_yuan(item.get("sub_order_tax_fee"), "orders.order.sub_order_tax_fee")
+        discount_minor=yuan(doc.get("discount_fee"), "discount_fee"),
+        shipping_minor=yuan(doc.get("post_fee"), "post_fee"),
+        tax_minor=sum(yuan(item.get("sub_order_tax_fee"), "orders.order.sub_order_tax_fee")
                       for item in _order_items(doc)),
         refunded_minor=min(refunded, paid),
         lines=lines,
