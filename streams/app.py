@@ -113,6 +113,8 @@ class OrderWorker:
         self.pii_key = settings.pii_key.get_secret_value().encode()
         self.window_ms = int(settings.dedup_window_s * 1000)
         self.limits = limits_from(settings)
+        self.gauge_every_ms = int(settings.stuck_tick_s * 1000)
+        self._gauged_at = 0
 
     def _send(self, outputs: list[tuple[str, bytes, bytes]]) -> None:
         for base, key, value in outputs:
@@ -164,7 +166,11 @@ class OrderWorker:
         for key, record in local:
             if record["status"] in FINAL and record["last_event_time"] < now - self.window_ms:
                 del self.orders[key]
-        self._gauges()
+        # Gauges scan every local order: once per tick interval, not once per
+        # partition tick (a round of ticks reaches every partition at once).
+        if now - self._gauged_at >= self.gauge_every_ms:
+            self._gauged_at = now
+            self._gauges()
 
     def _gauges(self) -> None:
         stuck: dict[tuple[str, str], int] = {}
