@@ -50,17 +50,24 @@ def tansu_binary() -> str:
         raise BrokerError(f"embedded broker binary missing: {exc}") from exc
 
 
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    """Block until something accepts TCP connections on host:port (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
     """Block until the broker answers a Metadata request."""
     deadline = time.monotonic() + timeout_s
     host, port = bootstrap.rsplit(":", 1)
     # TCP first: librdkafka would log every refused connection while it boots.
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, int(port)), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(host, int(port), timeout_s)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     last: Exception | None = None
     while time.monotonic() < deadline:

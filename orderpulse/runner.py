@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from orderpulse import names
-from orderpulse.broker import EmbeddedBroker, free_port
+from orderpulse.broker import EmbeddedBroker, free_port, wait_for_port
 from orderpulse.connectors.sandbox.config import CREDENTIAL_KEYS, SANDBOX_ENDPOINTS, SANDBOX_PATHS
 from orderpulse.procs import Child, spawn, wait_for_metrics
 from orderpulse.scrape import Samples, merged, total
@@ -155,6 +155,10 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
             pipeline.children[step] = spawn(step, [step], env, free_port(), log_dir)
         for child in pipeline.children.values():
             wait_for_metrics(child)
+        # The receiver serves metrics before it binds its own port.
+        if "webhook" in steps and not wait_for_port(settings.webhook_host,
+                                                    settings.webhook_port, 30):
+            raise RuntimeError(f"webhook receiver did not listen on {pipeline.webhook_url}")
     except BaseException:
         pipeline.stop()
         raise
