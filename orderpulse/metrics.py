@@ -116,6 +116,31 @@ class Metrics:
                 "orderpulse_order_table_entries", "Orders held in this worker's state table.",
                 registry=registry,
             ),
+            stock_events=Counter(
+                "orderpulse_stock_events_total", "Stock ledger entries by kind (RESERVED, "
+                "RESERVE_REJECTED, COMMITTED, RELEASED, EXPIRED, RESTORED, ADJUSTED, OVERSOLD...).",
+                ["kind"], registry=registry,
+            ),
+            oversell_prevented=Counter(
+                "orderpulse_oversell_prevented_total", "Reservations or payments refused "
+                "because the stock was not there (an oversell that did not happen).",
+                ["stage"], registry=registry,
+            ),
+            out_of_stock_orders=Counter(
+                "orderpulse_out_of_stock_orders_total", "Orders whose lines could not all be "
+                "reserved (verdict OUT_OF_STOCK or BACKORDERED), or paid without stock.",
+                ["channel", "verdict"], registry=registry,
+            ),
+            stock_units=Gauge(
+                "orderpulse_stock_units", "Units per kind (on_hand, reserved, available) over "
+                "the SKUs of a partition, at its last sweep.",
+                ["kind", "partition"], registry=registry,
+            ),
+            inventory_violations=Counter(
+                "orderpulse_inventory_invariant_violations_total", "Audit failures found by "
+                "the sweep (reserved != open reservations, negative without an oversell record).",
+                registry=registry,
+            ),
             import_rows=Counter(
                 "orderpulse_import_rows_total", "CSV import rows: accepted or rejected.",
                 ["channel", "outcome"], registry=registry,

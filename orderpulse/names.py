@@ -10,6 +10,7 @@ from __future__ import annotations
 STEP_WEBHOOK = "webhook"
 STEP_NORMALIZE = "normalize"
 STEP_SINK = "clickhouse_sink"
+STEP_STOCK = "stock"  # the per-SKU inventory agent
 
 # --- topics -----------------------------------------------------------------
 RAW_TOPIC_PREFIX = "orders.raw."
@@ -21,6 +22,10 @@ TOPIC_ALERTS = "orders.alerts"  # stuck orders raised / resolved
 TOPIC_QUARANTINE = "orders.quarantine"  # impossible transitions
 TOPIC_DUPLICATES = "orders.duplicates"  # duplicate deliveries, recorded not applied
 TOPIC_TICKS = "orders.ticks"  # internal: drives stuck checks in every partition
+TOPIC_INV_COMMANDS = "inventory.commands"  # key sku: reserve/commit/release/restore/adjust
+TOPIC_INV_REPLIES = "inventory.replies"  # key order id, in the order's partition
+TOPIC_INV_EVENTS = "inventory.events"  # the stock ledger: every change and refusal
+TOPIC_INV_LEVELS = "inventory.levels"  # compacted, key sku: available to sell per SKU
 
 # --- steps added by the connectors ---------------------------------------------
 STEP_POLL = "poll"
@@ -46,6 +51,8 @@ CHANNELS = (CHANNEL_SHOPIFY, CHANNEL_WOOCOMMERCE, CHANNEL_TAOBAO, CHANNEL_JD, CH
 # --- ClickHouse tables --------------------------------------------------------
 TABLE_ORDER_EVENTS = "order_events"
 TABLE_DEAD_LETTERS = "dead_letters"
+TABLE_INVENTORY_EVENTS = "inventory_events"
+TABLE_INVENTORY_LEVELS = "inventory_levels"
 
 
 def raw_topic(channel: str) -> str:

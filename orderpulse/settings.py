@@ -7,7 +7,7 @@ Library code receives a ``Settings`` and never reads ``os.environ`` itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +127,37 @@ class Settings(BaseSettings):
         default_factory=list, alias="ORDERPULSE_PEAK_CALENDAR",
         description='JSON list of promotions scaling the limits: [{"start": ISO, "end": ISO, '
         '"factor": 1.5}].',
+    )
+
+    # --- Inventory -------------------------------------------------------------------
+    catalog_path: Path | None = Field(
+        default=None, alias="ORDERPULSE_CATALOG",
+        description="JSON file of warehouses, bills of materials and shipping rates (format: "
+        "orderpulse/catalog.json, the demo catalogue used when unset).",
+    )
+    routing_policy: Literal["nearest", "cheapest"] = Field(
+        default="nearest", alias="ORDERPULSE_ROUTING_POLICY",
+        description="Warehouse choice: nearest with stock by the receiver's province, or "
+        "lowest shipping cost from the catalogue's rate table.",
+    )
+    out_of_stock_policy: Literal["reject", "backorder"] = Field(
+        default="reject", alias="ORDERPULSE_OUT_OF_STOCK_POLICY",
+        description="An order whose lines cannot all be reserved: marked OUT_OF_STOCK, or "
+        "BACKORDERED (both release every partial reservation and raise an alert).",
+    )
+    reservation_hold_s: float = Field(
+        default=45 * 60.0, alias="ORDERPULSE_RESERVATION_HOLD_S",
+        description="A reservation's expiry. Longer than the unpaid limit (30 min), so the "
+        "order's auto-close releases it first; expiry is the backstop that proves no leak.",
+    )
+    inventory_retention_s: float = Field(
+        default=30 * 86400.0, alias="ORDERPULSE_INVENTORY_RETENTION_S",
+        description="How long ended reservations are kept (answers late commands and returns).",
+    )
+    inventory_resend_s: float = Field(
+        default=30.0, alias="ORDERPULSE_INVENTORY_RESEND_S",
+        description="An order waiting this long for stock answers re-sends its commands "
+        "(idempotent), so a lost command cannot leave it waiting.",
     )
 
     # --- Observability ---------------------------------------------------------

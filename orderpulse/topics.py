@@ -46,6 +46,12 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
         # Co-partitioned with the raw topics (same count): a tick on partition p is
         # handled where partition p's orders live.
         TopicSpec(names.TOPIC_TICKS, n, {"retention.ms": str(3600 * 1000)}),
+        # Inventory: commands keyed by SKU (one partition serializes a SKU's
+        # checks); replies are written to the order's partition explicitly.
+        TopicSpec(names.TOPIC_INV_COMMANDS, n, week),
+        TopicSpec(names.TOPIC_INV_REPLIES, n, week),
+        TopicSpec(names.TOPIC_INV_EVENTS, n, {"retention.ms": str(4 * _WEEK_MS)}),
+        TopicSpec(names.TOPIC_INV_LEVELS, n, {"cleanup.policy": "compact"}),
         # Checkpoints: only the latest value per key matters, forever.
         TopicSpec(names.TOPIC_CURSORS, 1, {"cleanup.policy": "compact"}),
     ]

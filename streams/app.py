@@ -1,7 +1,10 @@
 """The Faust application: the wiring of the stream steps, and nothing else.
 
     orders.raw.<channel> --normalize--> orders.normalized
-                               \\------> orders.dlq  (bad input, with original bytes)
+        + inventory.replies    \\------> orders.dlq  (bad input, with original bytes)
+                                \\-----> inventory.commands (key sku)
+    inventory.commands --stock--> inventory.replies (the order's partition)
+                           \\----> inventory.events, inventory.levels
 
 Agents decode the Kafka event, call a pure step from ``steps``, and send what
 it returns through ``output.OutputProducer``. Delivery: at least once. The
@@ -21,12 +24,16 @@ from typing import Any
 import faust
 
 from orderpulse import names
+from orderpulse.avro import codec
+from orderpulse.catalog import Catalog
+from orderpulse.errors import InputError
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
+from orderpulse.streams import inventory
 from orderpulse.streams.lifecycle import DEFAULT_LIMITS_S, FINAL, Limits, Peak
-from orderpulse.streams.orders import StepOut, on_event, on_tick
+from orderpulse.streams.orders import StepOut, StockRules, on_event, on_reply, on_tick, with_stock
 from orderpulse.streams.output import FlushBeforeCommit, OutputProducer
-from orderpulse.streams.steps import Source, normalize_message
+from orderpulse.streams.steps import Source, dead_letter, normalize_message
 from orderpulse.topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,12 @@ def limits_from(settings: Settings) -> Limits:
     return Limits({**DEFAULT_LIMITS_S, **settings.stuck_limits_s}, peaks)
 
 
+def stock_rules(settings: Settings) -> StockRules:
+    return StockRules(Catalog.load(settings.catalog_path), settings.routing_policy,
+                      settings.out_of_stock_policy, int(settings.reservation_hold_s * 1000),
+                      int(settings.inventory_resend_s * 1000))
+
+
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     """Build the Faust app with its topics, table and agents."""
     app = faust.App(
@@ -73,30 +86,49 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     # topic is co-partitioned with them: a tick on partition p checks p's orders.
     raw_topics = [topic_name(settings, names.raw_topic(ch)) for ch in names.CHANNELS]
     ticks = topic_name(settings, names.TOPIC_TICKS)
-    source = app.topic(*raw_topics, ticks, **_RAW)
+    replies = topic_name(settings, names.TOPIC_INV_REPLIES)
+    commands = topic_name(settings, names.TOPIC_INV_COMMANDS)
+    source = app.topic(*raw_topics, ticks, replies, **_RAW)
     out_topics = {base: topic_name(settings, base) for base in (
         names.TOPIC_NORMALIZED, names.TOPIC_DLQ, names.TOPIC_STATE, names.TOPIC_ALERTS,
-        names.TOPIC_QUARANTINE, names.TOPIC_DUPLICATES)}
+        names.TOPIC_QUARANTINE, names.TOPIC_DUPLICATES, names.TOPIC_INV_COMMANDS,
+        names.TOPIC_INV_REPLIES, names.TOPIC_INV_EVENTS, names.TOPIC_INV_LEVELS)}
     # Each order's record: dedup ids, history, state, alert. Written in the context
     # of the raw event's partition, so it lives (and recovers) with the order.
     orders = app.Table("order-state", default=None, partitions=settings.default_partitions)
     output = OutputProducer(settings.kafka_client_config())
     app.sensors.add(FlushBeforeCommit(output))
-    worker = OrderWorker(settings, metrics, orders, output, out_topics)
+    rules = stock_rules(settings)
+    worker = OrderWorker(settings, metrics, orders, output, out_topics, rules)
+    # Each SKU's stock: levels, open reservations, ended reservations, applied
+    # adjustments; written in the SKU's partition of inventory.commands.
+    stock = app.Table("stock", default=None, partitions=settings.default_partitions)
+    stocker = StockWorker(settings, metrics, stock, output, out_topics)
 
     @app.agent(source, name=names.STEP_NORMALIZE)
     async def normalize(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            src = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
             if msg.topic == ticks:
                 worker.tick(msg.partition)
+            elif msg.topic == replies:
+                worker.reply(src)
             else:
-                worker.handle(Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+                worker.handle(src)
+
+    @app.agent(app.topic(commands, **_RAW), name=names.STEP_STOCK)
+    async def stock_agent(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            stocker.handle(Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
 
     @app.timer(interval=settings.stuck_tick_s, on_leader=True)
     async def tick_every_partition() -> None:
+        sweep = codec("InventoryCommand").encode(sweep_command(_now_ms()))
         for partition in range(settings.default_partitions):
             output.send(ticks, b"tick", b"", partition=partition)
+            output.send(commands, b"sweep", sweep, partition=partition)
 
     return app
 
@@ -105,7 +137,8 @@ class OrderWorker:
     """What the agent does per message; holds no state beyond the Faust table."""
 
     def __init__(self, settings: Settings, metrics: Metrics, orders: Any,
-                 output: OutputProducer, topics: dict[str, str]) -> None:
+                 output: OutputProducer, topics: dict[str, str], rules: StockRules) -> None:
+        self.rules = rules
         self.metrics = metrics
         self.orders = orders
         self.output = output
@@ -129,6 +162,7 @@ class OrderWorker:
             out = on_event(self.orders.get(event["order_id"]), event, value,
                            window_ms=self.window_ms, now_ms=now,
                            source=f"{src.topic}/{src.partition}/{src.offset}")
+            out = with_stock(out, event, self.rules, now_ms=now, partition=src.partition)
             if out.record is not None:
                 self.orders[event["order_id"]] = {**out.record, "p": src.partition}
             self._send(out.outputs)
@@ -139,6 +173,27 @@ class OrderWorker:
             self.metrics.dead_letters.labels(names.STEP_NORMALIZE, result.reason).inc()
             if result.reason == "unmapped_status":
                 self.metrics.unmapped_status.labels(result.channel).inc()
+
+    def reply(self, src: Source) -> None:
+        """A SKU partition's answer to one of this partition's orders."""
+        try:
+            answer = codec("InventoryReply").decode(src.value or b"")
+        except InputError as exc:
+            self._dead_letter(src, exc)
+            return
+        now = _now_ms()
+        out = on_reply(self.orders.get(answer["order_id"]), answer, self.rules, now_ms=now,
+                       partition=src.partition)
+        if out.record is not None:
+            self.orders[answer["order_id"]] = {**out.record, "p": src.partition}
+        self._send(out.outputs)
+        self._count(out.record["channel"] if out.record else "unknown", out)
+
+    def _dead_letter(self, src: Source, exc: InputError) -> None:
+        letter = dead_letter(names.STEP_NORMALIZE, src, exc, reason=exc.reason, channel=None,
+                             failed_at=_now_ms())
+        self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
+        self.metrics.dead_letters.labels(names.STEP_NORMALIZE, exc.reason).inc()
 
     def _count(self, channel: str, out: StepOut) -> None:
         if out.duplicate:
@@ -152,13 +207,16 @@ class OrderWorker:
             self.metrics.alerts.labels("resolved").inc(out.alerts_resolved)
         if out.alerts_raised:
             self.metrics.alerts.labels("raised").inc(out.alerts_raised)
+        if out.stock_alert:
+            self.metrics.out_of_stock_orders.labels(channel, out.stock_alert).inc()
 
     def tick(self, partition: int) -> None:
         """Stuck checks for this partition's orders; drop finished orders past the window."""
         now = _now_ms()
         local = [(k, v) for k, v in self.orders.items() if v and v.get("p") == partition]
         for key, out in on_tick(local, now_ms=now, limits=self.limits,
-                                window_ms=self.window_ms):
+                                window_ms=self.window_ms, rules=self.rules,
+                                partition=partition):
             if out.record is not None:
                 self.orders[key] = {**out.record, "p": partition}
             self._send(out.outputs)
@@ -189,6 +247,97 @@ class OrderWorker:
         for channel, n in open_.items():
             self.metrics.open_orders.labels(channel).set(n)
         self.metrics.order_table_entries.set(len(self.orders))
+
+
+def sweep_command(now_ms: int) -> dict[str, Any]:
+    return {"kind": "SWEEP", "command_id": f"sweep/{now_ms}", "sku": "", "quantity": 0,
+            "at": now_ms}
+
+
+class StockWorker:
+    """The stock agent's work per command; state lives in the ``stock`` table only."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, stock: Any,
+                 output: OutputProducer, topics: dict[str, str]) -> None:
+        self.metrics = metrics
+        self.stock = stock
+        self.output = output
+        self.topics = topics
+        self.retention_ms = int(settings.inventory_retention_s * 1000)
+        self.prune_every_ms = 3600_000
+        self._pruned_at: dict[int, int] = {}
+        self._units: dict[int, tuple[int, dict[str, int]]] = {}
+        self.stale_ms = int(settings.stuck_tick_s * 3000)
+
+    def handle(self, src: Source) -> None:
+        try:
+            cmd = codec("InventoryCommand").decode(src.value or b"")
+        except InputError as exc:
+            letter = dead_letter(names.STEP_STOCK, src, exc, reason=exc.reason, channel=None,
+                                 failed_at=_now_ms())
+            self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
+            self.metrics.dead_letters.labels(names.STEP_STOCK, exc.reason).inc()
+            return
+        now = _now_ms()
+        if cmd["kind"] == "SWEEP":
+            self.sweep(src.partition, now)
+            return
+        self._apply(inventory.handle(self.stock.get, cmd, now), src.partition)
+
+    def _apply(self, out: inventory.StockOut, partition: int) -> None:
+        for key, value in out.writes:
+            if value is None:
+                self.stock.pop(key, None)
+            else:
+                self.stock[key] = {**value, "p": partition}
+        event = codec("InventoryEvent")
+        for ev in out.events:
+            self.output.send(self.topics[names.TOPIC_INV_EVENTS], ev["sku"].encode(),
+                             event.encode(ev))
+            self.metrics.stock_events.labels(ev["kind"]).inc()
+            if ev["kind"] in ("RESERVE_REJECTED", "COMMIT_REJECTED") and \
+                    ev["reason"] != inventory.NOT_IN_PREFERRED:
+                self.metrics.oversell_prevented.labels(ev["kind"].split("_")[0].lower()).inc()
+        reply = codec("InventoryReply")
+        for part, answer in out.replies:
+            self.output.send(self.topics[names.TOPIC_INV_REPLIES], answer["order_id"].encode(),
+                             reply.encode(answer), partition=part)
+        if out.level is not None:
+            self.output.send(self.topics[names.TOPIC_INV_LEVELS], out.level["sku"].encode(),
+                             codec("StockLevel").encode(out.level))
+
+    def sweep(self, partition: int, now: int) -> None:
+        """Expire overdue holds, audit every level of the partition, prune old records."""
+        local = [(k, v) for k, v in self.stock.items() if v and v.get("p") == partition]
+        units = {"on_hand": 0, "reserved": 0, "available": 0}
+        for key, level in local:
+            if key[:2] in ("R:", "A:"):
+                continue
+            self._apply(inventory.expire(self.stock.get, key, now), partition)
+            level = self.stock.get(key) or level
+            problems = inventory.audit(level)
+            for problem in problems:
+                log.error("inventory invariant violated step=%s: %s", names.STEP_STOCK, problem)
+            if problems:
+                self.metrics.inventory_violations.inc(len(problems))
+            for row in level["wh"].values():
+                units["on_hand"] += row[inventory.ON_HAND]
+                units["reserved"] += row[inventory.RESERVED]
+                units["available"] += max(inventory.available(row), 0)
+        if now - self._pruned_at.get(partition, 0) >= self.prune_every_ms:
+            self._pruned_at[partition] = now
+            for key in inventory.prune(local, now, self.retention_ms):
+                self.stock.pop(key, None)
+        self._units[partition] = (now, units)
+        self._gauges(now)
+
+    def _gauges(self, now: int) -> None:
+        # A partition that moved to another worker stops being swept here: drop it.
+        self._units = {p: v for p, v in self._units.items() if now - v[0] <= self.stale_ms}
+        self.metrics.stock_units.clear()
+        for partition, (_at, units) in self._units.items():
+            for kind, n in units.items():
+                self.metrics.stock_units.labels(kind, str(partition)).set(n)
 
 
 def run_worker(settings: Settings, metrics: Metrics) -> None:

@@ -1,0 +1,329 @@
+"""Available-to-promise stock, one SKU at a time. Pure.
+
+The stock agent holds one Faust table (``stock``) written in the SKU's
+partition of ``inventory.commands``; every command for a SKU passes through
+that one partition, so check-and-reserve is serialized without locks. Keys:
+
+- ``<sku>``: the level entry, ``{"sku", "seq", "wh": {warehouse: [on_hand,
+  reserved, safety]}, "open": {reservation_id: [order_id, warehouse, qty,
+  expires_at]}, "oversold": bool, "last": [[key, record], ...]}``. Open
+  reservations live here, so ``reserved`` and the reservations that make it
+  up change in one table write.
+- ``R:<reservation_id>``: a reservation that ended (committed, released,
+  expired, restored, commit rejected): what answers a re-delivered command.
+- ``A:<adjustment_id>``: an applied warehouse adjustment (applied once).
+
+A change that touches the level and a side record writes the level first,
+carrying the side record in ``last``; ``repair`` rewrites a side record the
+level carries but the table lacks. Changelog writes keep their order within a
+partition, so after a crash either both are there, or the level alone (and
+repair completes it), or neither (and the re-delivered command applies it):
+never applied twice.
+
+Every function takes ``get`` (the table lookup) and returns what to write and
+send; the agent does the I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Get = Callable[[str], dict[str, Any] | None]
+ON_HAND, RESERVED, SAFETY = 0, 1, 2
+NOT_IN_PREFERRED = "not_in_preferred_warehouse"
+TERMINAL = frozenset({"COMMITTED", "RELEASED", "EXPIRED", "RESTORED", "COMMIT_REJECTED"})
+
+
+@dataclass
+class StockOut:
+    """What one command did: table writes (in order; None deletes), records to send."""
+
+    writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # InventoryEvent
+    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (partition, reply)
+    level: dict[str, Any] | None = None  # StockLevel to publish
+    violations: list[str] = field(default_factory=list)  # audit failures (sweep)
+
+
+def available(row: list[int]) -> int:
+    return row[ON_HAND] - row[RESERVED] - row[SAFETY]
+
+
+def new_level(sku: str) -> dict[str, Any]:
+    return {"sku": sku, "seq": 0, "wh": {}, "open": {}, "oversold": False, "last": []}
+
+
+def repair(get: Get, level: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """Side records the level carries but the table lacks (a crash between two writes)."""
+    if not level:
+        return []
+    missing = []
+    for key, record in level.get("last", []):
+        have = get(key)
+        if have is None or have.get("seq", -1) < record["seq"]:
+            missing.append((key, record))
+    return missing
+
+
+def stock_level(level: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """The ``StockLevel`` record of a level entry (the channel-facing figure)."""
+    rows = [{"warehouse": w, "on_hand": r[ON_HAND], "reserved": r[RESERVED],
+             "safety": r[SAFETY], "available": available(r)}
+            for w, r in sorted(level["wh"].items())]
+    return {"sku": level["sku"], "available_to_sell": sum(max(r["available"], 0) for r in rows),
+            "warehouses": rows, "version": level["seq"], "at": now_ms}
+
+
+def _event(kind: str, cmd: dict[str, Any], level: dict[str, Any], wh: str | None, qty: int,
+           reason: str, now_ms: int, reservation_id: str | None = None,
+           order_id: str | None = None) -> dict[str, Any]:
+    row = level["wh"].get(wh, [0, 0, 0]) if wh else [0, 0, 0]
+    return {"kind": kind, "event_id": f"{cmd['command_id']}/{kind}", "sku": level["sku"],
+            "warehouse": wh, "reservation_id": reservation_id or cmd.get("reservation_id"),
+            "order_id": order_id or cmd.get("order_id"), "quantity": qty,
+            "on_hand": row[ON_HAND], "reserved": row[RESERVED], "safety": row[SAFETY],
+            "available": available(row), "reason": reason, "at": now_ms}
+
+
+def _reply(cmd: dict[str, Any], ok: bool, reason: str, wh: str | None, now_ms: int,
+           qty: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+    if cmd.get("reply_partition", -1) < 0 or not cmd.get("order_id"):
+        return []
+    return [(cmd["reply_partition"], {
+        "kind": cmd["kind"], "order_id": cmd["order_id"], "reservation_id": cmd["reservation_id"],
+        "sku": cmd["sku"], "quantity": cmd["quantity"] if qty is None else qty, "ok": ok,
+        "warehouse": wh, "reason": reason, "at": now_ms})]
+
+
+def _bump(level: dict[str, Any], side: list[tuple[str, dict[str, Any]]]) -> StockOut:
+    """Level first (carrying the side records), then the side records."""
+    level["seq"] += 1
+    stamped = [(key, {**record, "seq": level["seq"]}) for key, record in side]
+    level["last"] = [[key, record] for key, record in stamped]
+    return StockOut(writes=[(level["sku"], level), *stamped])
+
+
+def _copy(level: dict[str, Any]) -> dict[str, Any]:
+    return {**level, "wh": {w: list(r) for w, r in level["wh"].items()},
+            "open": dict(level["open"]), "last": list(level.get("last", []))}
+
+
+def _ended(res_id: str, state: str, order_id: str, sku: str, wh: str, qty: int, now_ms: int,
+           restored: int = 0) -> dict[str, Any]:
+    return {"state": state, "reservation_id": res_id, "order_id": order_id, "sku": sku,
+            "wh": wh, "qty": qty, "restored": restored, "at": now_ms}
+
+
+def handle(get: Get, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    """Apply one command for ``cmd["sku"]``; idempotent under re-delivery."""
+    fixes = repair(get, get(cmd["sku"]))
+    out = _HANDLERS[cmd["kind"]](get, fixes, cmd, now_ms)
+    out.writes[:0] = fixes
+    return out
+
+
+def _level_of(get: Get, fixes: list[tuple[str, dict[str, Any]]], sku: str) -> dict[str, Any]:
+    level = get(sku)
+    return _copy(level) if level else new_level(sku)
+
+
+def _side(get: Get, fixes: list[tuple[str, dict[str, Any]]], key: str) -> dict[str, Any] | None:
+    for k, record in fixes:
+        if k == key:
+            return record
+    return get(key)
+
+
+def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    level, res_id, qty = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"], cmd["quantity"]
+    if res_id in level["open"]:
+        wh = level["open"][res_id][1]
+        return StockOut(replies=_reply(cmd, True, "already_reserved", wh, now_ms))
+    ended = _side(get, fixes, f"R:{res_id}")
+    if ended is not None:
+        ok = ended["state"] in ("COMMITTED", "RESTORED")
+        return StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
+                                       ended["wh"], now_ms))
+    for wh in cmd["warehouses"] or sorted(level["wh"]):
+        row = level["wh"].get(wh)
+        if row is not None and available(row) >= qty:
+            row[RESERVED] += qty
+            level["open"][res_id] = [cmd["order_id"], wh, qty, cmd["expires_at"] or 0]
+            out = _bump(level, [])
+            out.events.append(_event("RESERVED", cmd, level, wh, qty, "", now_ms))
+            out.replies = _reply(cmd, True, "reserved", wh, now_ms)
+            out.level = stock_level(level, now_ms)
+            return out
+    reason = "insufficient_stock" if level["wh"] else "unknown_sku"
+    if cmd.get("reason") == "preference_round":
+        reason = NOT_IN_PREFERRED  # later rounds try elsewhere: not an oversell attempt
+    first = (cmd["warehouses"] or sorted(level["wh"]) or [None])[0]
+    return StockOut(events=[_event("RESERVE_REJECTED", cmd, level, first, qty, reason, now_ms)],
+                    replies=_reply(cmd, False, reason, None, now_ms))
+
+
+def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    level, res_id = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"]
+    if res_id in level["open"]:
+        order_id, wh, qty, _exp = level["open"].pop(res_id)
+        row = level["wh"][wh]
+        row[RESERVED] -= qty
+        row[ON_HAND] -= qty
+        out = _bump(level, [(f"R:{res_id}", _ended(res_id, "COMMITTED", order_id, cmd["sku"],
+                                                    wh, qty, now_ms))])
+        out.events.append(_event("COMMITTED", cmd, level, wh, qty, "", now_ms))
+        out.replies = _reply(cmd, True, "committed", wh, now_ms, qty)
+        out.level = stock_level(level, now_ms)
+        return out
+    ended = _side(get, fixes, f"R:{res_id}")
+    if ended is not None and ended["state"] in ("COMMITTED", "RESTORED", "COMMIT_REJECTED"):
+        ok = ended["state"] != "COMMIT_REJECTED"
+        return StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
+                                       ended["wh"], now_ms, ended["qty"]))
+    # Paid after the reservation expired (or was released): the stock is
+    # re-checked, and a payment without stock is flagged, never oversold.
+    qty = ended["qty"] if ended and ended["qty"] else cmd["quantity"]
+    prefer = [ended["wh"]] if ended and ended["wh"] else []
+    for wh in [*prefer, *(w for w in cmd["warehouses"] or sorted(level["wh"]) if w not in prefer)]:
+        row = level["wh"].get(wh)
+        if row is not None and available(row) >= qty:
+            row[ON_HAND] -= qty
+            out = _bump(level, [(f"R:{res_id}", _ended(res_id, "COMMITTED", cmd["order_id"],
+                                                        cmd["sku"], wh, qty, now_ms))])
+            out.events.append(_event("COMMITTED", cmd, level, wh, qty,
+                                     "recommitted_after_expiry", now_ms))
+            out.replies = _reply(cmd, True, "recommitted_after_expiry", wh, now_ms, qty)
+            out.level = stock_level(level, now_ms)
+            return out
+    wh = prefer[0] if prefer else None
+    record = _ended(res_id, "COMMIT_REJECTED", cmd["order_id"], cmd["sku"], wh or "", qty, now_ms)
+    record["seq"] = level["seq"]
+    return StockOut(writes=[(f"R:{res_id}", record)],
+                    events=[_event("COMMIT_REJECTED", cmd, level, wh, qty,
+                                   "reservation_expired_no_stock", now_ms)],
+                    replies=_reply(cmd, False, "reservation_expired_no_stock", wh, now_ms, qty))
+
+
+def _release(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    level, res_id = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"]
+    if res_id in level["open"]:
+        order_id, wh, qty, _exp = level["open"].pop(res_id)
+        level["wh"][wh][RESERVED] -= qty
+        out = _bump(level, [(f"R:{res_id}", _ended(res_id, "RELEASED", order_id, cmd["sku"],
+                                                    wh, qty, now_ms))])
+        out.events.append(_event("RELEASED", cmd, level, wh, qty, cmd.get("reason", ""), now_ms))
+        out.replies = _reply(cmd, True, "released", wh, now_ms, qty)
+        out.level = stock_level(level, now_ms)
+        return out
+    ended = _side(get, fixes, f"R:{res_id}")
+    if ended is not None:
+        return StockOut(replies=_reply(cmd, True, f"already_{ended['state'].lower()}",
+                                       ended["wh"], now_ms, 0))
+    # Released before it was reserved (never, in order; after a crash, maybe):
+    # a marker makes the late reservation answer "already released".
+    record = _ended(res_id, "RELEASED", cmd["order_id"] or "", cmd["sku"], "", 0, now_ms)
+    record["seq"] = level["seq"]
+    return StockOut(writes=[(f"R:{res_id}", record)],
+                    replies=_reply(cmd, True, "released_unknown", None, now_ms, 0))
+
+
+def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    level, res_id = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"]
+    ended = _side(get, fixes, f"R:{res_id}")
+    done_key = f"A:{cmd['command_id']}"
+    if ended is None or ended["state"] not in ("COMMITTED", "RESTORED"):
+        state = "open" if res_id in level["open"] else (ended or {}).get("state", "unknown")
+        return StockOut(replies=_reply(cmd, False, f"not_committed_{state.lower()}",
+                                       None, now_ms, 0))
+    if _side(get, fixes, done_key) is not None:
+        return StockOut(replies=_reply(cmd, True, "already_restored", ended["wh"], now_ms, 0))
+    qty = min(cmd["quantity"], ended["qty"] - ended.get("restored", 0))
+    wh = ended["wh"]
+    level["wh"].setdefault(wh, [0, 0, 0])[ON_HAND] += qty
+    restored = ended.get("restored", 0) + qty
+    record = _ended(res_id, "RESTORED" if restored >= ended["qty"] else "COMMITTED",
+                    ended["order_id"], cmd["sku"], wh, ended["qty"], now_ms, restored)
+    out = _bump(level, [(f"R:{res_id}", record), (done_key, {"at": now_ms})])
+    out.events.append(_event("RESTORED", cmd, level, wh, qty, cmd.get("reason", ""), now_ms))
+    out.replies = _reply(cmd, True, "restored", wh, now_ms, qty)
+    out.level = stock_level(level, now_ms)
+    return out
+
+
+def _adjust(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
+    level, key = _level_of(get, fixes, cmd["sku"]), f"A:{cmd['command_id']}"
+    if _side(get, fixes, key) is not None:
+        return StockOut()
+    wh = cmd["warehouses"][0]
+    row = level["wh"].setdefault(wh, [0, 0, 0])
+    mode, qty = cmd["adjust_mode"], cmd["quantity"]
+    if mode == "SET":
+        row[ON_HAND] = qty
+    elif mode == "DELTA":
+        row[ON_HAND] += qty
+    else:
+        row[SAFETY] = qty
+    out = _bump(level, [(key, {"at": now_ms})])
+    out.events.append(_event("ADJUSTED", cmd, level, wh, qty, f"{mode}:{cmd.get('reason', '')}",
+                             now_ms))
+    # A count below what is promised: the only way available goes negative, and
+    # it is recorded as an oversell for the SKU, never silent.
+    short = any(available(r) < 0 for r in level["wh"].values())
+    if short and not level["oversold"]:
+        out.events.append(_event("OVERSOLD", cmd, level, wh, -available(row),
+                                 "adjustment_below_reserved", now_ms))
+    level["oversold"] = short
+    out.level = stock_level(level, now_ms)
+    return out
+
+
+_HANDLERS: dict[str, Callable[[Get, list, dict[str, Any], int], StockOut]] = {
+    "RESERVE": _reserve, "COMMIT": _commit, "RELEASE": _release, "RESTORE": _restore,
+    "ADJUST": _adjust,
+}
+
+
+def expire(get: Get, sku: str, now_ms: int) -> StockOut:
+    """Release the SKU's reservations past their expiry (the sweep)."""
+    fixes = repair(get, get(sku))
+    level = _level_of(get, fixes, sku)
+    due = [(rid, v) for rid, v in level["open"].items() if v[3] and v[3] <= now_ms]
+    if not due:
+        return StockOut(writes=fixes)
+    side = []
+    for rid, (order_id, wh, qty, _exp) in due:
+        del level["open"][rid]
+        level["wh"][wh][RESERVED] -= qty
+        side.append((f"R:{rid}", _ended(rid, "EXPIRED", order_id, sku, wh, qty, now_ms)))
+    out = _bump(level, side)
+    for rid, (order_id, wh, qty, _exp) in due:
+        cmd = {"command_id": f"{rid}/EXPIRE", "reservation_id": rid, "order_id": order_id}
+        out.events.append(_event("EXPIRED", cmd, level, wh, qty, "hold_expired", now_ms))
+    out.writes[:0] = fixes
+    out.level = stock_level(level, now_ms)
+    return out
+
+
+def audit(level: dict[str, Any]) -> list[str]:
+    """The invariants one level entry must hold; returns what is violated."""
+    problems = []
+    held: dict[str, int] = {}
+    for _order, wh, qty, _exp in level["open"].values():
+        held[wh] = held.get(wh, 0) + qty
+    for wh, row in level["wh"].items():
+        if row[RESERVED] != held.get(wh, 0):
+            problems.append(f"{level['sku']}@{wh}: reserved {row[RESERVED]} != open "
+                            f"reservations {held.get(wh, 0)}")
+        if available(row) < 0 and not level["oversold"]:
+            problems.append(f"{level['sku']}@{wh}: available {available(row)} without an "
+                            "oversell record")
+    return problems
+
+
+def prune(entries: Iterable[tuple[str, dict[str, Any]]], now_ms: int,
+          retention_ms: int) -> list[str]:
+    """Ended reservations and applied adjustments older than the retention: keys to delete."""
+    return [key for key, value in entries
+            if key[:2] in ("R:", "A:") and value and value["at"] < now_ms - retention_ms]
