@@ -1,4 +1,12 @@
-"""Sink connector: ``orders.normalized`` and ``orders.dlq`` into ClickHouse tables.
+"""Sink connector: four topics into ClickHouse tables, routed by topic.
+
+    orders.normalized -> order_events       (OrderEvent, one row per event)
+    orders.dlq        -> dead_letters       (DeadLetter, one row per letter)
+    inventory.events  -> inventory_events   (InventoryEvent, one row per event)
+    inventory.levels  -> inventory_levels   (StockLevel, one row per warehouse)
+
+A record that does not decode goes to ``orders.dlq`` (and so to dead_letters);
+a foreign record on ``orders.dlq`` itself is wrapped and kept.
 
 Durability order, per batch: insert into ClickHouse (deterministic dedup
 token), flush the dead-letter producer, then commit the consumed offsets.
@@ -78,6 +86,25 @@ def order_row(event: dict[str, Any], partition: int, offset: int) -> dict[str, A
     }
 
 
+def inventory_event_row(event: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """An ``InventoryEvent`` dict as an ``inventory_events`` row (``landed_at`` set at insert)."""
+    return {
+        **{k: event[k] for k in (
+            "event_id", "kind", "sku", "warehouse", "reservation_id", "order_id", "quantity",
+            "on_hand", "reserved", "safety", "available", "reason")},
+        "at": ch_time(event["at"]),
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+def stock_level_rows(level: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``StockLevel`` dict as ``inventory_levels`` rows, one per warehouse (none if none)."""
+    shared = {"sku": level["sku"], "available_to_sell": level["available_to_sell"],
+              "version": level["version"], "at": ch_time(level["at"])}
+    return [{**shared, **wh} for wh in level["warehouses"]]
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
 
@@ -122,7 +149,7 @@ def _epoch_ms(value: datetime | int) -> int:
 
 
 class ClickHouseSink:
-    """Consume the normalized and dead-letter topics; write them in batches."""
+    """Consume the order, dead-letter and inventory topics; write them in batches."""
 
     def __init__(self, settings: Settings, client: ClickHouse, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
@@ -130,8 +157,14 @@ class ClickHouseSink:
         self.client = client
         self.metrics = metrics
         self.clock = clock
-        self.normalized_topic = topic_name(settings, names.TOPIC_NORMALIZED)
         self.dlq_topic = topic_name(settings, names.TOPIC_DLQ)
+        # Topic -> handler: the one place that says which record each topic holds.
+        self._routes: dict[str, Callable[[Message], None]] = {
+            topic_name(settings, names.TOPIC_NORMALIZED): self._accept_order,
+            self.dlq_topic: self._accept_dead_letter,
+            topic_name(settings, names.TOPIC_INV_EVENTS): self._accept_inventory_event,
+            topic_name(settings, names.TOPIC_INV_LEVELS): self._accept_stock_level,
+        }
         self.batch = Batch()
         self._stop = threading.Event()
         base = settings.kafka_client_config()
@@ -154,8 +187,7 @@ class ClickHouseSink:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; then flush what is buffered and close."""
         self._stop = stop
-        self.consumer.subscribe([self.normalized_topic, self.dlq_topic],
-                                on_revoke=self._on_revoke)
+        self.consumer.subscribe(list(self._routes), on_revoke=self._on_revoke)
         self.metrics.up.labels(names.STEP_SINK).set(1)
         try:
             while not stop.is_set():
@@ -194,21 +226,33 @@ class ClickHouseSink:
         if not self.batch.offsets:
             self.batch.started = self.clock()
         self.batch.track(msg)
-        if msg.topic() == self.dlq_topic:
-            self._accept_dead_letter(msg)
-        else:
-            self._accept_order(msg)
+        self._routes[msg.topic()](msg)
 
-    def _accept_order(self, msg: Message) -> None:
-        value = msg.value() or b""
+    def _decode(self, msg: Message, record: str) -> dict[str, Any] | None:
+        """The decoded record, or None after sending the message to the dead-letter topic."""
         try:
-            event = codec("OrderEvent").decode(value)
+            return codec(record).decode(msg.value() or b"")
         except InputError as exc:
             self._reject(msg, exc)
+            return None
+
+    def _add(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.batch.rows.setdefault(table, []).extend(rows)
+
+    def _accept_order(self, msg: Message) -> None:
+        if (event := self._decode(msg, "OrderEvent")) is None:
             return
-        row = order_row(event, msg.partition(), msg.offset())
-        self.batch.rows.setdefault(names.TABLE_ORDER_EVENTS, []).append(row)
+        self._add(names.TABLE_ORDER_EVENTS, [order_row(event, msg.partition(), msg.offset())])
         self.batch.latencies.append((event["channel"], _epoch_ms(event["event_time"])))
+
+    def _accept_inventory_event(self, msg: Message) -> None:
+        if (event := self._decode(msg, "InventoryEvent")) is not None:
+            self._add(names.TABLE_INVENTORY_EVENTS,
+                      [inventory_event_row(event, msg.partition(), msg.offset())])
+
+    def _accept_stock_level(self, msg: Message) -> None:
+        if (level := self._decode(msg, "StockLevel")) is not None:
+            self._add(names.TABLE_INVENTORY_LEVELS, stock_level_rows(level))
 
     def _accept_dead_letter(self, msg: Message) -> None:
         value = msg.value() or b""
@@ -221,8 +265,7 @@ class ClickHouseSink:
             letter = codec("DeadLetter").decode(dead_letter(
                 names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
                 failed_at=int(self.clock() * 1000)))
-        self.batch.rows.setdefault(names.TABLE_DEAD_LETTERS, []).append(
-            dead_letter_row(letter))
+        self._add(names.TABLE_DEAD_LETTERS, [dead_letter_row(letter)])
 
     def _reject(self, msg: Message, exc: InputError) -> None:
         src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"")

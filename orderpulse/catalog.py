@@ -51,8 +51,12 @@ class Catalog:
         """
         units = []
         for line in lines:
-            parts = {c["sku"]: c["quantity"] for c in line.get("components") or []} \
-                or self.bom.get(line["sku"]) or {line["sku"]: 1}
+            # A channel may list one component twice (two sub-items, one SKU): the
+            # counts add up, the later one does not replace the first.
+            sent: dict[str, int] = {}
+            for c in line.get("components") or []:
+                sent[c["sku"]] = sent.get(c["sku"], 0) + int(c["quantity"])
+            parts = sent or self.bom.get(line["sku"]) or {line["sku"]: 1}
             for sku, count in parts.items():
                 units.append((line["line_id"], sku, int(line["quantity"]) * int(count)))
         return units

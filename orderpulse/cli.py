@@ -116,6 +116,24 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not plan.rejected else 3
 
 
+def cmd_stock(settings: Settings, args: argparse.Namespace) -> int:
+    from orderpulse.connectors import stock_import
+
+    if args.action == "seed":
+        print(f"{stock_import.seed(settings, args.label)} opening-stock adjustments published")
+        return 0
+    if not args.file:
+        print("orderpulse stock import: a CSV file is required", file=sys.stderr)
+        return 2
+    plan = stock_import.import_file(settings, Path(args.file), strict=args.strict)
+    for line, _raw, why in plan.rejected:
+        print(f"line {line}\trejected\t{why}")
+    published = not (args.strict and plan.rejected)
+    print(f"{len(plan.commands)} adjustments accepted, {len(plan.rejected)} rejected; "
+          + ("published" if published else "--strict: nothing published"))
+    return 0 if not plan.rejected else 3
+
+
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -222,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--strict", action="store_true", help="publish nothing if a row is bad")
     imp.add_argument("file")
     imp.set_defaults(func=cmd_import)
+    stock = sub.add_parser("stock", help="warehouse adjustments into the stock tables: import a "
+                           "CSV (adjustment_id,warehouse,sku,mode,quantity,reason) or seed the "
+                           "catalogue's opening stock")
+    stock.add_argument("action", choices=["import", "seed"])
+    stock.add_argument("file", nargs="?", default=None)
+    stock.add_argument("--strict", action="store_true", help="publish nothing if a row is bad")
+    stock.add_argument("--label", default="opening",
+                       help="seed: adjustment id prefix (a new label counts the stock in again)")
+    stock.set_defaults(func=cmd_stock)
     sbx = sub.add_parser("sandbox", help="(run/tests) play every channel locally")
     sbx.add_argument("--api-port", type=int, required=True)
     sbx.add_argument("--webhook-url", required=True)

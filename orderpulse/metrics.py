@@ -36,6 +36,11 @@ class Metrics:
     stuck_orders: Gauge
     open_orders: Gauge
     order_table_entries: Gauge
+    stock_events: Counter
+    oversell_prevented: Counter
+    out_of_stock_orders: Counter
+    stock_units: Gauge
+    inventory_violations: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:

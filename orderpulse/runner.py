@@ -199,6 +199,14 @@ def _import_pos(settings: Settings, stats: dict[str, Any], out: TextIO) -> int:
     return len(plan.records)
 
 
+def _seed_stock(settings: Settings, out: TextIO) -> None:
+    from orderpulse.connectors.stock_import import seed
+
+    # A label per run: the sandbox's orders start from the catalogue's counts.
+    n = seed(settings, label=f"opening/{int(time.time())}")
+    out.write(f"stock: {n} opening counts from the catalogue published\n")
+
+
 def run(settings: Settings, *, duration_s: float | None, rate: float, seed: int,
         out: TextIO, report: Callable[[Settings], None]) -> int:
     """Run everything until the duration ends or Ctrl-C, drain, stop, report."""
@@ -212,6 +220,7 @@ def run(settings: Settings, *, duration_s: float | None, rate: float, seed: int,
     out.flush()
     pipeline = start_pipeline(settings, steps=RUN_STEPS)
     settings = pipeline.settings
+    _seed_stock(settings, out)
     stats_path = settings.data_dir / "sandbox-stats.json"
     stats_path.unlink(missing_ok=True)
     sandbox_args = ["sandbox", "--api-port", str(api_port), "--webhook-url", pipeline.webhook_url,

@@ -95,12 +95,19 @@ def _round(alloc: dict[str, Any], order_id: str, attempt: int, ctx: Ctx) -> Allo
                                             "ok": None, "wh": None}
            for sku, qty in _items(alloc["units"]).items()}
     alloc = {**alloc, "status": "PENDING", "attempt": attempt, "res": res, "since": ctx.now_ms}
-    # A refusal in a preference round is not an oversell attempt: later rounds
-    # still try other warehouses. The stock side labels it so.
-    reason = PREFERENCE_ROUND if attempt < len(alloc["rounds"]) - 1 else "final_round"
     return AllocOut(alloc, [_command("RESERVE", rid, order_id, r["sku"], r["qty"], ctx,
-                                     warehouses, reason) for rid, r in res.items()],
-                    changed=True)
+                                     warehouses, _reason(alloc, "RESERVE"))
+                            for rid, r in res.items()], changed=True)
+
+
+def _reason(alloc: dict[str, Any], phase: str) -> str:
+    """Why a phase's commands are sent; a resend says it again, word for word."""
+    if phase == "RESERVE":
+        # A refusal in a preference round is not an oversell attempt: later rounds
+        # still try other warehouses. The stock side labels it so.
+        last = alloc["attempt"] == len(alloc["rounds"]) - 1
+        return "final_round" if last else PREFERENCE_ROUND
+    return {"COMMIT": "order_paid", "RELEASE": "order_cancelled"}[phase]
 
 
 def _phase(alloc: dict[str, Any], order_id: str, status: str, phase: str, ctx: Ctx,
@@ -130,10 +137,12 @@ def settle(alloc: dict[str, Any] | None, order: dict[str, Any], event: dict[str,
         return _merge(out, _phase(alloc, order_id, "RELEASING", "RELEASE", ctx, "order_cancelled"))
     if state == "RESERVED" and rank >= PAID_RANK:
         return _merge(out, _phase(alloc, order_id, "COMMITTING", "COMMIT", ctx, "order_paid"))
-    if state == "COMMITTED" and status == "CANCELLED" and not alloc["shipped"]:
+    # COMMIT_FAILED too: the lines that were committed are stock taken all the same.
+    taken = state in ("COMMITTED", "COMMIT_FAILED")
+    if taken and status == "CANCELLED" and not alloc["shipped"]:
         return _merge(out, _restore(alloc, order_id, None, "cancelled_before_shipping",
                                     f"{order_id}/cancel", ctx))
-    if state == "COMMITTED" and event is not None and _return_received(event):
+    if taken and event is not None and _return_received(event):
         refund = event.get("refund") or {}
         ref = refund.get("refund_id") or event["event_id"]
         return _merge(out, _restore(alloc, order_id, refund.get("lines") or None,
@@ -161,7 +170,7 @@ def _restore(alloc: dict[str, Any], order_id: str, refund_lines: list[dict[str, 
     for rid, r in alloc["res"].items():
         qty = wanted.get(r["sku"], 0)
         cid = f"{rid}/RESTORE/{ref}"
-        if qty <= 0 or cid in restores:
+        if qty <= 0 or cid in restores or not r["ok"]:  # a refused commit took nothing
             continue
         restores[cid] = {"res_id": rid, "sku": r["sku"], "qty": qty, "ok": None}
         commands.append(_command("RESTORE", rid, order_id, r["sku"], qty, ctx, [], reason, cid))
@@ -286,7 +295,7 @@ def resend(alloc: dict[str, Any] | None, order_id: str, ctx: Ctx,
             if r["ok"] is None:
                 whs = warehouses if r["phase"] == "RESERVE" else ([r["wh"]] if r["wh"] else [])
                 commands.append(_command(r["phase"], rid, order_id, r["sku"], r["qty"], ctx,
-                                         whs))
+                                         whs, _reason(alloc, r["phase"])))
     for cid, r in alloc["restores"].items():
         if r["ok"] is None:
             commands.append(_command("RESTORE", r["res_id"], order_id, r["sku"], r["qty"], ctx,

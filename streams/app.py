@@ -271,7 +271,7 @@ class StockWorker:
 
     def handle(self, src: Source) -> None:
         try:
-            cmd = codec("InventoryCommand").decode(src.value or b"")
+            cmd = inventory.as_command(codec("InventoryCommand").decode(src.value or b""))
         except InputError as exc:
             letter = dead_letter(names.STEP_STOCK, src, exc, reason=exc.reason, channel=None,
                                  failed_at=_now_ms())

@@ -10,7 +10,8 @@ that one partition, so check-and-reserve is serialized without locks. Keys:
   reservations live here, so ``reserved`` and the reservations that make it
   up change in one table write.
 - ``R:<reservation_id>``: a reservation that ended (committed, released,
-  expired, restored, commit rejected): what answers a re-delivered command.
+  expired, restored, commit rejected) or was refused: what answers a
+  re-delivered command.
 - ``A:<adjustment_id>``: an applied warehouse adjustment (applied once).
 
 A change that touches the level and a side record writes the level first,
@@ -18,7 +19,8 @@ carrying the side record in ``last``; ``repair`` rewrites a side record the
 level carries but the table lacks. Changelog writes keep their order within a
 partition, so after a crash either both are there, or the level alone (and
 repair completes it), or neither (and the re-delivered command applies it):
-never applied twice.
+never applied twice. With the level alone, the change's events were never sent
+(the agent writes before it sends): the re-delivered command sends them.
 
 Every function takes ``get`` (the table lookup) and returns what to write and
 send; the agent does the I/O.
@@ -33,7 +35,8 @@ from typing import Any
 Get = Callable[[str], dict[str, Any] | None]
 ON_HAND, RESERVED, SAFETY = 0, 1, 2
 NOT_IN_PREFERRED = "not_in_preferred_warehouse"
-TERMINAL = frozenset({"COMMITTED", "RELEASED", "EXPIRED", "RESTORED", "COMMIT_REJECTED"})
+TERMINAL = frozenset({"COMMITTED", "RELEASED", "EXPIRED", "RESTORED", "COMMIT_REJECTED",
+                      "RESERVE_REJECTED"})
 
 
 @dataclass
@@ -116,6 +119,17 @@ def _ended(res_id: str, state: str, order_id: str, sku: str, wh: str, qty: int, 
             "wh": wh, "qty": qty, "restored": restored, "at": now_ms}
 
 
+def as_command(decoded: dict[str, Any]) -> dict[str, Any]:
+    """A decoded ``InventoryCommand`` with its times as epoch ms (Avro gives datetimes)."""
+    return {**decoded, **{k: _epoch_ms(decoded.get(k)) for k in ("at", "expires_at")}}
+
+
+def _epoch_ms(value: Any) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
+
+
 def handle(get: Get, cmd: dict[str, Any], now_ms: int) -> StockOut:
     """Apply one command for ``cmd["sku"]``; idempotent under re-delivery."""
     fixes = repair(get, get(cmd["sku"]))
@@ -127,6 +141,15 @@ def handle(get: Get, cmd: dict[str, Any], now_ms: int) -> StockOut:
 def _level_of(get: Get, fixes: list[tuple[str, dict[str, Any]]], sku: str) -> dict[str, Any]:
     level = get(sku)
     return _copy(level) if level else new_level(sku)
+
+
+def _repaired(fixes: list[tuple[str, dict[str, Any]]], key: str) -> bool:
+    """Whether ``key`` is being repaired: its change crashed between the writes.
+
+    The agent writes before it sends, so that crash also lost the change's events;
+    the re-delivered command sends them (same event ids) instead of only answering.
+    """
+    return any(k == key for k, _record in fixes)
 
 
 def _side(get: Get, fixes: list[tuple[str, dict[str, Any]]], key: str) -> dict[str, Any] | None:
@@ -160,7 +183,14 @@ def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     if cmd.get("reason") == "preference_round":
         reason = NOT_IN_PREFERRED  # later rounds try elsewhere: not an oversell attempt
     first = (cmd["warehouses"] or sorted(level["wh"]) or [None])[0]
-    return StockOut(events=[_event("RESERVE_REJECTED", cmd, level, first, qty, reason, now_ms)],
+    # The refusal is recorded like any answer: a copy of this command that comes
+    # after stock arrived (a resend, a retry) must not reserve units the order has
+    # already counted as refused; nobody would own them until the hold expired.
+    record = _ended(res_id, "RESERVE_REJECTED", cmd["order_id"] or "", cmd["sku"], "", qty,
+                    now_ms)
+    record["seq"] = level["seq"]
+    return StockOut(writes=[(f"R:{res_id}", record)],
+                    events=[_event("RESERVE_REJECTED", cmd, level, first, qty, reason, now_ms)],
                     replies=_reply(cmd, False, reason, None, now_ms))
 
 
@@ -180,8 +210,16 @@ def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
     ended = _side(get, fixes, f"R:{res_id}")
     if ended is not None and ended["state"] in ("COMMITTED", "RESTORED", "COMMIT_REJECTED"):
         ok = ended["state"] != "COMMIT_REJECTED"
-        return StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
-                                       ended["wh"], now_ms, ended["qty"]))
+        out = StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
+                                      ended["wh"], now_ms, ended["qty"]))
+        if _repaired(fixes, f"R:{res_id}") and ended["state"] == "COMMITTED" \
+                and not ended.get("restored"):
+            # The table's copy is still the one before the crash: an ended
+            # reservation there means this was a commit after expiry.
+            how = "recommitted_after_expiry" if get(f"R:{res_id}") else ""
+            out.events.append(_event("COMMITTED", cmd, level, ended["wh"], ended["qty"], how,
+                                     now_ms))
+        return out
     # Paid after the reservation expired (or was released): the stock is
     # re-checked, and a payment without stock is flagged, never oversold.
     qty = ended["qty"] if ended and ended["qty"] else cmd["quantity"]
@@ -219,8 +257,12 @@ def _release(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
         return out
     ended = _side(get, fixes, f"R:{res_id}")
     if ended is not None:
-        return StockOut(replies=_reply(cmd, True, f"already_{ended['state'].lower()}",
-                                       ended["wh"], now_ms, 0))
+        out = StockOut(replies=_reply(cmd, True, f"already_{ended['state'].lower()}",
+                                      ended["wh"], now_ms, 0))
+        if _repaired(fixes, f"R:{res_id}") and ended["state"] == "RELEASED":
+            out.events.append(_event("RELEASED", cmd, level, ended["wh"], ended["qty"],
+                                     cmd.get("reason", ""), now_ms))
+        return out
     # Released before it was reserved (never, in order; after a crash, maybe):
     # a marker makes the late reservation answer "already released".
     record = _ended(res_id, "RELEASED", cmd["order_id"] or "", cmd["sku"], "", 0, now_ms)
@@ -237,15 +279,21 @@ def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
         state = "open" if res_id in level["open"] else (ended or {}).get("state", "unknown")
         return StockOut(replies=_reply(cmd, False, f"not_committed_{state.lower()}",
                                        None, now_ms, 0))
-    if _side(get, fixes, done_key) is not None:
-        return StockOut(replies=_reply(cmd, True, "already_restored", ended["wh"], now_ms, 0))
+    done = _side(get, fixes, done_key)
+    if done is not None:
+        out = StockOut(replies=_reply(cmd, True, "already_restored", ended["wh"], now_ms, 0))
+        if _repaired(fixes, done_key):
+            out.events.append(_event("RESTORED", cmd, level, ended["wh"], done.get("qty", 0),
+                                     cmd.get("reason", ""), now_ms))
+        return out
     qty = min(cmd["quantity"], ended["qty"] - ended.get("restored", 0))
     wh = ended["wh"]
     level["wh"].setdefault(wh, [0, 0, 0])[ON_HAND] += qty
     restored = ended.get("restored", 0) + qty
     record = _ended(res_id, "RESTORED" if restored >= ended["qty"] else "COMMITTED",
                     ended["order_id"], cmd["sku"], wh, ended["qty"], now_ms, restored)
-    out = _bump(level, [(f"R:{res_id}", record), (done_key, {"at": now_ms})])
+    # The marker keeps the quantity: the event a crash loses is rebuilt from it.
+    out = _bump(level, [(f"R:{res_id}", record), (done_key, {"at": now_ms, "qty": qty})])
     out.events.append(_event("RESTORED", cmd, level, wh, qty, cmd.get("reason", ""), now_ms))
     out.replies = _reply(cmd, True, "restored", wh, now_ms, qty)
     out.level = stock_level(level, now_ms)
@@ -254,10 +302,14 @@ def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
 
 def _adjust(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
     level, key = _level_of(get, fixes, cmd["sku"]), f"A:{cmd['command_id']}"
-    if _side(get, fixes, key) is not None:
-        return StockOut()
     wh = cmd["warehouses"][0]
+    if _side(get, fixes, key) is not None:
+        # Applied once; after a crash between the writes its events are still owed
+        # (the row's value before is gone: a row below zero counts as just oversold).
+        return StockOut(events=_adjusted(cmd, level, wh, 0, now_ms)
+                        if _repaired(fixes, key) else [])
     row = level["wh"].setdefault(wh, [0, 0, 0])
+    before = available(row)
     mode, qty = cmd["adjust_mode"], cmd["quantity"]
     if mode == "SET":
         row[ON_HAND] = qty
@@ -266,17 +318,25 @@ def _adjust(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
     else:
         row[SAFETY] = qty
     out = _bump(level, [(key, {"at": now_ms})])
-    out.events.append(_event("ADJUSTED", cmd, level, wh, qty, f"{mode}:{cmd.get('reason', '')}",
-                             now_ms))
-    # A count below what is promised: the only way available goes negative, and
-    # it is recorded as an oversell for the SKU, never silent.
-    short = any(available(r) < 0 for r in level["wh"].values())
-    if short and not level["oversold"]:
-        out.events.append(_event("OVERSOLD", cmd, level, wh, -available(row),
-                                 "adjustment_below_reserved", now_ms))
-    level["oversold"] = short
+    out.events = _adjusted(cmd, level, wh, before, now_ms)
+    level["oversold"] = any(available(r) < 0 for r in level["wh"].values())
     out.level = stock_level(level, now_ms)
     return out
+
+
+def _adjusted(cmd: dict[str, Any], level: dict[str, Any], wh: str, before: int,
+              now_ms: int) -> list[dict[str, Any]]:
+    row = level["wh"][wh]
+    events = [_event("ADJUSTED", cmd, level, wh, cmd["quantity"],
+                     f"{cmd['adjust_mode']}:{cmd.get('reason', '')}", now_ms)]
+    # A count below what is promised: the only way available goes negative, and
+    # it is recorded as an oversell, never silent. Per row that goes below zero,
+    # not per flag: the SKU's flag outlives an oversell that a release or an
+    # expiry ended, and the next one would pass unrecorded.
+    if available(row) < 0 <= before:
+        events.append(_event("OVERSOLD", cmd, level, wh, -available(row),
+                             "adjustment_below_reserved", now_ms))
+    return events
 
 
 _HANDLERS: dict[str, Callable[[Get, list, dict[str, Any], int], StockOut]] = {

@@ -1,6 +1,13 @@
 from datetime import UTC, datetime
 
-from orderpulse.connectors.clickhouse_sink import Batch, ch_time, dead_letter_row, order_row
+from orderpulse.connectors.clickhouse_sink import (
+    Batch,
+    ch_time,
+    dead_letter_row,
+    inventory_event_row,
+    order_row,
+    stock_level_rows,
+)
 
 
 def test_ch_time_formats_ms_in_utc() -> None:
@@ -36,6 +43,46 @@ def test_dead_letter_row_base64s_arbitrary_bytes() -> None:
               "failed_at": 0}
     row = dead_letter_row(letter)
     assert row["original_value_b64"] == "/wA=" and row["original_key_b64"] is None
+
+
+def test_inventory_event_row_keeps_every_field_and_provenance() -> None:
+    event = {"kind": "RESERVED", "event_id": "c1/RESERVED", "sku": "A", "warehouse": "sh",
+             "reservation_id": "r1", "order_id": "shopify:1", "quantity": 2, "on_hand": 10,
+             "reserved": 2, "safety": 1, "available": 7, "reason": "",
+             "at": datetime(2026, 11, 11, 15, 0, tzinfo=UTC)}
+    row = inventory_event_row(event, 2, 41)
+    assert row == {**event, "at": "2026-11-11 15:00:00.000",
+                   "kafka_partition": 2, "kafka_offset": 41}
+
+
+def test_inventory_event_row_keeps_nulls_of_order_level_kinds() -> None:
+    event = {"kind": "OUT_OF_STOCK", "event_id": "shopify:1#0/OUT_OF_STOCK", "sku": "A,B",
+             "warehouse": None, "reservation_id": None, "order_id": "shopify:1", "quantity": 3,
+             "on_hand": 0, "reserved": 0, "safety": 0, "available": 0,
+             "reason": "insufficient_stock", "at": 1_794_409_200_123}
+    row = inventory_event_row(event, 0, 0)
+    assert row["warehouse"] is None and row["reservation_id"] is None
+    assert row["at"] == "2026-11-11 15:00:00.123"
+
+
+def _level(*warehouses: str) -> dict[str, object]:
+    rows = [{"warehouse": w, "on_hand": 5 + i, "reserved": 1, "safety": 1, "available": 3 + i}
+            for i, w in enumerate(warehouses)]
+    return {"sku": "A", "available_to_sell": sum(r["available"] for r in rows),
+            "warehouses": rows, "version": 7, "at": datetime(2026, 11, 11, 15, 0, tzinfo=UTC)}
+
+
+def test_stock_level_rows_one_per_warehouse_with_the_skus_figures() -> None:
+    rows = stock_level_rows(_level("bj", "sh"))
+    assert [r["warehouse"] for r in rows] == ["bj", "sh"]
+    assert rows[1] == {"sku": "A", "warehouse": "sh", "on_hand": 6, "reserved": 1, "safety": 1,
+                       "available": 4, "available_to_sell": 7, "version": 7,
+                       "at": "2026-11-11 15:00:00.000"}
+    assert all(r["available_to_sell"] == 7 and r["version"] == 7 for r in rows)
+
+
+def test_stock_level_rows_empty_for_a_sku_without_warehouses() -> None:
+    assert stock_level_rows(_level()) == []
 
 
 class _Msg:
