@@ -7,6 +7,9 @@ baselines measured in the same run (the machine is noisy; ratios travel).
     d  this pipeline: raw topic -> streams worker -> sink -> ClickHouse rows
     L  latency of d at a fixed offered rate: channel event time to ClickHouse row
 
+The other suites: ``bench_connectors`` (connectors), ``normalize_figures``
+(normalize) and ``bench_inventory`` (inventory: the stock agent).
+
 Every figure counts events from the first one consumed to the last one out,
 so process start-up and group joins are not in the rates.
 """
@@ -150,7 +153,7 @@ def faust_child_main(mode: str) -> None:
                  ).execute_from_commandline()
 
 
-def _poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
+def poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
     """Events/s between the first observed progress and reaching ``count``."""
     deadline = time.monotonic() + timeout_s
     first_at, first_n = 0.0, 0.0
@@ -170,7 +173,7 @@ def faust_agent(settings: Settings, mode: str, count: int, log_dir: Path) -> flo
                   log_dir)
     try:
         wait_for_metrics(child)
-        return _poll_rate(lambda: total(child.samples(), BENCH_COUNTER), count)
+        return poll_rate(lambda: total(child.samples(), BENCH_COUNTER), count)
     finally:
         child.stop()
 
@@ -186,7 +189,7 @@ def _pipeline_progress(pipeline: Pipeline) -> float:
 def pipeline_rate(settings: Settings, count: int) -> tuple[float, Pipeline]:
     pipeline = start_pipeline(settings, steps=("streams", "sink"))
     # Every raw event ends as an order_events row or a dead_letters row.
-    rate = _poll_rate(lambda: _pipeline_progress(pipeline), count)
+    rate = poll_rate(lambda: _pipeline_progress(pipeline), count)
     return rate, pipeline
 
 
@@ -197,7 +200,7 @@ def lifecycle_rate(settings: Settings, count: int) -> float:
                                                          broken_body=0.0, forged=0.0))))
     pipeline = start_pipeline(settings, steps=("streams",))
     try:
-        return _poll_rate(lambda: pipeline.counts()["consumed"], count)
+        return poll_rate(lambda: pipeline.counts()["consumed"], count)
     finally:
         pipeline.stop()
 
@@ -241,7 +244,7 @@ def latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]
     try:
         time.sleep(2 * settings.session_timeout_s)  # let both groups join before the clock runs
         count = offered_load(settings, rate, seconds)
-        _poll_rate(lambda: _pipeline_progress(pipeline), count)
+        poll_rate(lambda: _pipeline_progress(pipeline), count)
     finally:
         pipeline.stop()
     client = EmbeddedClickHouse(str(settings.chdb_path), settings.clickhouse_database)
@@ -265,7 +268,8 @@ class Figure:
     ratio: str = ""
 
 
-def _settings_for(base: Settings, bootstrap: str, data_dir: Path) -> Settings:
+def settings_for(base: Settings, bootstrap: str, data_dir: Path) -> Settings:
+    """One figure's settings on ``bootstrap``: its own topics, groups, data and database."""
     run = uuid.uuid4().hex[:8]
     settings = base.model_copy(update={
         "kafka_bootstrap_servers": bootstrap, "topic_suffix": f".bench{run}",
@@ -279,7 +283,7 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
     data_dir = base.data_dir / "bench"
     log_dir = data_dir / "logs"
     with EmbeddedBroker(log_path=data_dir / "broker.log") as broker:
-        settings = _settings_for(base, broker.bootstrap, data_dir)
+        settings = settings_for(base, broker.bootstrap, data_dir)
         out.write(f"filling {events} raw events ...\n")
         out.flush()
         fill(settings, topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY)),
@@ -298,10 +302,10 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
         pipeline.stop()
         out.write(f"d pipeline to rows   {d:9.0f} events/s\n")
         out.flush()
-        e = lifecycle_rate(_settings_for(base, broker.bootstrap, data_dir), events)
+        e = lifecycle_rate(settings_for(base, broker.bootstrap, data_dir), events)
         out.write(f"e normalize+dedup+lifecycle (10% dup, 5% late) {e:9.0f} events/s\n")
         out.flush()
-        lat = latency(_settings_for(base, broker.bootstrap, data_dir), 1000, 10)
+        lat = latency(settings_for(base, broker.bootstrap, data_dir), 1000, 10)
     return [
         Figure("a: confluent-kafka consume->produce loop", a, "events/s", "1.00 (baseline)"),
         Figure("b: naive Faust agent, await send per event", b, "events/s", f"{b / a:.3f} x a"),
@@ -363,7 +367,7 @@ def connector_figures(base: Settings, out: TextIO) -> list[Figure]:
 
     data_dir = base.data_dir / "bench"
     with EmbeddedBroker(log_path=data_dir / "broker.log") as broker:
-        settings = _settings_for(base, broker.bootstrap, data_dir)
+        settings = settings_for(base, broker.bootstrap, data_dir)
         rows = bench_connectors.measure(settings, out)
     units = ["records/s", "requests/s", "orders/s"]
     return [Figure(name, value, unit, ratio) for (name, value, ratio), unit in zip(
@@ -379,6 +383,10 @@ def main(settings: Settings, *, events: int, out: TextIO, markdown: Path | None,
         figures += connector_figures(settings, out)
     if suite in ("all", "normalize"):
         figures += normalize_figures(out)
+    if suite in ("all", "inventory"):
+        from orderpulse import bench_inventory
+
+        figures += bench_inventory.measure(settings, events, out)
     table = markdown_table(figures, events)
     out.write("\n" + table)
     if markdown is not None:

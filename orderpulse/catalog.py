@@ -20,6 +20,7 @@ class Warehouse:
     id: str
     province: str
     near: tuple[str, ...] = ()
+    store: str | None = None  # the POS shop id this stock belongs to (a store, not a DC)
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ class Catalog:
     def load(cls, path: Path | None = None) -> Catalog:
         raw: dict[str, Any] = json.loads((path or _DEMO).read_text(encoding="utf-8"))
         return cls(
-            warehouses=tuple(Warehouse(w["id"], w.get("province", ""), tuple(w.get("near", ())))
-                             for w in raw["warehouses"]),
+            warehouses=tuple(Warehouse(w["id"], w.get("province", ""), tuple(w.get("near", ())),
+                                       w.get("store")) for w in raw["warehouses"]),
             bom={k: {c: int(n) for c, n in v.items()} for k, v in raw.get("bom", {}).items()},
             rates={k: {p: int(c) for p, c in v.items()} for k, v in raw.get("rates", {}).items()},
             safety_stock={k: int(v) for k, v in raw.get("safety_stock", {}).items()},
@@ -61,9 +62,15 @@ class Catalog:
                 units.append((line["line_id"], sku, int(line["quantity"]) * int(count)))
         return units
 
+    def store_warehouse(self, shop_id: str) -> str | None:
+        """The stock location of a store (POS shop id), if the catalogue tracks it."""
+        return next((w.id for w in self.warehouses if w.store and w.store == shop_id), None)
+
     def route(self, province: str | None, policy: str) -> tuple[list[str], str]:
-        """Warehouses in preference order for a receiver, and why."""
-        ids = [w.id for w in self.warehouses]
+        """Distribution warehouses in preference order for a receiver, and why (stores
+        sell their own stock and never ship online orders)."""
+        centres = tuple(w for w in self.warehouses if not w.store)
+        ids = [w.id for w in centres]
         if policy == "cheapest":
             def cost(w: str) -> int:
                 table = self.rates.get(w, {})
@@ -75,5 +82,5 @@ class Catalog:
             if province and w.province == province:
                 return 0
             return 1 if province in w.near else 2
-        ranked_w = sorted(self.warehouses, key=lambda w: (distance(w), ids.index(w.id)))
+        ranked_w = sorted(centres, key=lambda w: (distance(w), ids.index(w.id)))
         return [w.id for w in ranked_w], f"nearest to {province or 'unknown province'}"

@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks; ratios to baselines measured in the same run")
     bench.add_argument("--events", type=int, default=20000)
     bench.add_argument("--markdown", default=None, help="also write the table to this file")
-    bench.add_argument("--suite", choices=["all", "pipeline", "connectors", "normalize"],
-                       default="all")
+    bench.add_argument("--suite", default="all",
+                       choices=["all", "pipeline", "connectors", "normalize", "inventory"])
     bench.set_defaults(func=cmd_bench)
     norm = sub.add_parser("normalize", help="normalize one native payload, print the events "
                           "as JSON (or the dead-letter reason, exit 2)")

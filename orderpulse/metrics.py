@@ -41,6 +41,7 @@ class Metrics:
     out_of_stock_orders: Counter
     stock_units: Gauge
     inventory_violations: Counter
+    stock_messages: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -145,6 +146,11 @@ class Metrics:
                 "orderpulse_inventory_invariant_violations_total", "Audit failures found by "
                 "the sweep (reserved != open reservations, negative without an oversell record).",
                 registry=registry,
+            ),
+            stock_messages=Counter(
+                "orderpulse_stock_messages_total", "Orders' stock commands and their answers, "
+                "sent and handled (equal totals: no stock decision in flight).",
+                ["stream", "outcome"], registry=registry,
             ),
             import_rows=Counter(
                 "orderpulse_import_rows_total", "CSV import rows: accepted or rejected.",

@@ -1,5 +1,5 @@
 """The run report, read back from ClickHouse: what landed, by channel and status,
-and what was dead-lettered, with reasons.
+what was dead-lettered, with reasons, and where the stock stands.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def build_report(client: ClickHouse) -> dict[str, Any]:
         f"round(quantile(0.99)({delay}) / 1000, 3) AS p99_s "
         f"FROM {events} FINAL GROUP BY channel ORDER BY channel")
     return {
+        **inventory_figures(client),
         "events": int(totals["events"]),
         "orders": int(totals["orders"]),
         "future_events": int(totals["future_events"]),
@@ -49,6 +50,35 @@ def build_report(client: ClickHouse) -> dict[str, Any]:
         "dead_letters": sum(int(r["records"]) for r in dead_rows),
         "dead_letters_by_reason": dead_rows,
         "event_to_landed_latency": latency,
+    }
+
+
+def inventory_figures(client: ClickHouse) -> dict[str, Any]:
+    """Stock levels, the ledger by kind, and the checks a reader can redo by hand."""
+    db = client.database
+    levels = f"{db}.{names.TABLE_INVENTORY_LEVELS}"
+    ledger = f"{db}.{names.TABLE_INVENTORY_EVENTS}"
+    stock = client.query_rows(
+        f"SELECT warehouse, count() AS skus, sum(h) AS on_hand, sum(r) AS reserved, "
+        f"sum(s) AS safety, sum(a) AS available, countIf(a < 0) AS negative FROM ("
+        f"SELECT warehouse, on_hand AS h, reserved AS r, safety AS s, available AS a "
+        f"FROM {levels} FINAL) GROUP BY warehouse ORDER BY warehouse")
+    kinds = client.query_rows(
+        f"SELECT kind, count() AS entries, sum(quantity) AS units FROM {ledger} FINAL "
+        f"WHERE reason != 'not_in_preferred_warehouse' GROUP BY kind ORDER BY kind")
+    count = {r["kind"]: int(r["entries"]) for r in kinds}
+    reserved = sum(int(r["reserved"]) for r in stock)
+    available = sum(int(r["available"]) for r in stock)
+    return {
+        "stock_by_warehouse": stock,
+        "stock_ledger": kinds,
+        "oversell_prevented": count.get("RESERVE_REJECTED", 0) + count.get("COMMIT_REJECTED", 0),
+        "oversold_records": count.get("OVERSOLD", 0),
+        "out_of_stock_orders": count.get("OUT_OF_STOCK", 0) + count.get("BACKORDERED", 0),
+        "reservations_expired": count.get("EXPIRED", 0),
+        # Stock held by unpaid orders, per unit still sellable.
+        "phantom_reservation_rate": round(reserved / available, 4) if available > 0 else None,
+        "negative_available_rows": sum(int(r["negative"]) for r in stock),
     }
 
 
@@ -75,6 +105,16 @@ def render_text(report: dict[str, Any]) -> str:
         *_table(report["events_by_channel_status"], ["channel", "status", "events", "orders"]),
         "", "Dead letters by reason:",
         *_table(report["dead_letters_by_reason"], ["step", "reason", "records", "example"]),
+        "", f"Stock (inventory_levels): oversell attempts prevented "
+        f"{report['oversell_prevented']}, oversold records {report['oversold_records']}, "
+        f"out-of-stock orders {report['out_of_stock_orders']}, reservations expired "
+        f"{report['reservations_expired']}, phantom-reservation rate "
+        f"{report['phantom_reservation_rate']}, rows below zero "
+        f"{report['negative_available_rows']}",
+        *_table(report["stock_by_warehouse"], ["warehouse", "skus", "on_hand", "reserved",
+                                               "safety", "available"]),
+        "", "Stock ledger (inventory_events) by kind:",
+        *_table(report["stock_ledger"], ["kind", "entries", "units"]),
         "", "Latency, channel event time to ClickHouse row (seconds):",
         *_table(report["event_to_landed_latency"], ["channel", "p50_s", "p99_s"]),
     ]

@@ -89,6 +89,12 @@ class Pipeline:
             "dead_lettered": total(s, ev, step=names.STEP_NORMALIZE, outcome="dead_letter"),
             "landed": total(s, ev, step=names.STEP_SINK, outcome="out"),
             "dead_landed": total(s, ev, step=names.STEP_SINK, outcome="dead_letter_landed"),
+            "stock_violations": total(s, "orderpulse_inventory_invariant_violations_total"),
+            "stock_in_flight": sum(
+                total(s, "orderpulse_stock_messages_total", stream=stream, outcome="sent")
+                - total(s, "orderpulse_stock_messages_total", stream=stream, outcome="handled")
+                for stream in ("commands", "replies")),
+            "oversell_prevented": total(s, "orderpulse_oversell_prevented_total"),
         }
 
     def drained(self, also_accepted: int = 0) -> bool:
@@ -96,7 +102,7 @@ class Pipeline:
         been consumed and has landed in ClickHouse."""
         c = self.counts()
         return (c["consumed"] >= c["accepted"] + also_accepted and c["landed"] >= c["normalized"]
-                and c["dead_landed"] >= c["dead_lettered"])
+                and c["dead_landed"] >= c["dead_lettered"] and c["stock_in_flight"] <= 0)
 
     def polled_up_to(self, moment: float) -> bool:
         """Every poller's checkpoint is at or after ``moment`` (epoch seconds)."""
@@ -112,7 +118,13 @@ class Pipeline:
         return _wait(check, timeout_s)
 
     def wait_drained(self, timeout_s: float, also_accepted: int = 0) -> bool:
-        return _wait(lambda: self.drained(also_accepted), timeout_s)
+        # Twice, a second apart: an answer can start the next round of commands.
+        def settled() -> bool:
+            if not self.drained(also_accepted):
+                return False
+            time.sleep(1.0)
+            return self.drained(also_accepted)
+        return _wait(settled, timeout_s)
 
     def stop(self) -> None:
         # Upstream first, so each step drains into a still-running next step.
@@ -253,9 +265,11 @@ def run(settings: Settings, *, duration_s: float | None, rate: float, seed: int,
               f"store receipt lines {stats.get('pos_rows', 0)}\n")
     out.write(f"pipeline: accepted {counts['accepted']:.0f}, normalized "
               f"{counts['normalized']:.0f}, dead-lettered {counts['dead_lettered']:.0f}, "
-              f"landed {counts['landed']:.0f}; drained: {drained}\n\n")
+              f"landed {counts['landed']:.0f}; drained: {drained}\n")
+    out.write(f"stock: oversell attempts prevented {counts['oversell_prevented']:.0f}; "
+              f"invariant violations found by the sweeps {counts['stock_violations']:.0f}\n\n")
     report(pipeline.settings)
-    return 0 if drained else 1
+    return 0 if drained and not counts["stock_violations"] else 1
 
 
 def _follow(pipeline: Pipeline, stats_path: Path, out: TextIO) -> None:

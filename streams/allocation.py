@@ -70,7 +70,7 @@ def _items(units: list[list[Any]]) -> dict[str, int]:
 
 
 def start(order_id: str, lines: list[dict[str, Any]], province: str | None, catalog: Catalog,
-          ctx: Ctx) -> AllocOut:
+          ctx: Ctx, store: str | None = None) -> AllocOut:
     """First sight of an order's lines: plan the rounds and send the first one."""
     units = []
     for line in lines:
@@ -79,7 +79,9 @@ def start(order_id: str, lines: list[dict[str, Any]], province: str | None, cata
     units = [u for u in units if u[2] > 0]
     if not units:
         return AllocOut(None)
-    ranked, reason = catalog.route(province, ctx.policy)
+    # A store sale takes the store's own stock; online orders are routed.
+    ranked, reason = ([store], f"store sale at {store}") if store else \
+        catalog.route(province, ctx.policy)
     items = _items(units)
     rounds = [ranked] if len(items) == 1 or len(ranked) <= 1 else \
         [[w] for w in ranked] + [ranked]
@@ -127,7 +129,12 @@ def settle(alloc: dict[str, Any] | None, order: dict[str, Any], event: dict[str,
         if status == "CANCELLED" or event is None or not event.get("lines"):
             return AllocOut(None)
         province = (event.get("receiver") or {}).get("province")
-        return start(order_id, event["lines"], province, catalog, ctx)
+        store = None
+        if event.get("channel") == "pos":
+            store = catalog.store_warehouse(event.get("shop_id", ""))
+            if store is None:
+                return AllocOut(None)  # a store whose stock the POS keeps itself
+        return start(order_id, event["lines"], province, catalog, ctx, store)
     out = AllocOut(alloc)
     if rank >= SHIPPED_RANK and status != "CANCELLED" and not alloc["shipped"]:
         alloc = {**alloc, "shipped": True}

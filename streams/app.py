@@ -152,6 +152,8 @@ class OrderWorker:
     def _send(self, outputs: list[tuple[str, bytes, bytes]]) -> None:
         for base, key, value in outputs:
             self.output.send(self.topics[base], key, value)
+            if base == names.TOPIC_INV_COMMANDS:
+                self.metrics.stock_messages.labels("commands", "sent").inc()
 
     def handle(self, src: Source) -> None:
         now = _now_ms()
@@ -182,6 +184,7 @@ class OrderWorker:
             self._dead_letter(src, exc)
             return
         now = _now_ms()
+        self.metrics.stock_messages.labels("replies", "handled").inc()
         out = on_reply(self.orders.get(answer["order_id"]), answer, self.rules, now_ms=now,
                        partition=src.partition)
         if out.record is not None:
@@ -282,6 +285,8 @@ class StockWorker:
         if cmd["kind"] == "SWEEP":
             self.sweep(src.partition, now)
             return
+        if cmd.get("order_id"):
+            self.metrics.stock_messages.labels("commands", "handled").inc()
         self._apply(inventory.handle(self.stock.get, cmd, now), src.partition)
 
     def _apply(self, out: inventory.StockOut, partition: int) -> None:
@@ -302,6 +307,7 @@ class StockWorker:
         for part, answer in out.replies:
             self.output.send(self.topics[names.TOPIC_INV_REPLIES], answer["order_id"].encode(),
                              reply.encode(answer), partition=part)
+            self.metrics.stock_messages.labels("replies", "sent").inc()
         if out.level is not None:
             self.output.send(self.topics[names.TOPIC_INV_LEVELS], out.level["sku"].encode(),
                              codec("StockLevel").encode(out.level))

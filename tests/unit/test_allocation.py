@@ -671,3 +671,21 @@ class Pipeline(RuleBasedStateMachine):
 
 Pipeline.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_orders_and_stock_agree_whatever_the_delivery_order = Pipeline.TestCase
+
+
+def test_a_store_sale_takes_the_stores_own_stock_and_unknown_stores_none() -> None:
+    from orderpulse.catalog import Catalog
+    from orderpulse.streams import allocation
+    from orderpulse.streams.orders import StockRules
+
+    catalog = Catalog.load()
+    ctx = StockRules(catalog).ctx(1_000, 0)
+    order = {"order_id": "pos:SH-001:R1", "channel": "pos", "status": "COMPLETED"}
+    lines = [{"line_id": "1", "sku": "CAP-RED", "quantity": 1, "components": []}]
+    sale = allocation.settle(None, order, {"channel": "pos", "shop_id": "SH-001",
+                                           "lines": lines}, 7, catalog, ctx)
+    assert [c["warehouses"] for c in sale.commands] == [["STORE-SH-001"]]
+    assert sale.alloc["reason"] == "store sale at STORE-SH-001"
+    elsewhere = allocation.settle(None, order, {"channel": "pos", "shop_id": "XX-9",
+                                                "lines": lines}, 7, catalog, ctx)
+    assert elsewhere.alloc is None and not elsewhere.commands

@@ -18,7 +18,9 @@ def line(sku: str, qty: int, line_id: str = "1",
 
 
 def test_demo_catalogue_loads_typed() -> None:
-    assert [w.id for w in DEMO.warehouses] == ["WH-SH", "WH-GZ", "WH-CD"]
+    assert [w.id for w in DEMO.warehouses][:3] == ["WH-SH", "WH-GZ", "WH-CD"]
+    assert DEMO.store_warehouse("SH-001") == "STORE-SH-001"
+    assert DEMO.store_warehouse("nowhere") is None
     assert DEMO.warehouses[0] == Warehouse("WH-SH", "上海市", ("浙江省", "江苏省", "安徽省"))
     assert DEMO.bom["GIFT-SET-1"] == {"MUG-LOGO": 1, "SOCKS-3PK": 2}
     assert DEMO.rates["WH-GZ"]["*"] == 1300 and DEMO.safety_stock == {"HOODIE-GRY-M": 2}
@@ -80,4 +82,5 @@ def test_cheapest_ties_keep_the_declared_order_and_unpriced_warehouses_go_last()
        st.sampled_from(["nearest", "cheapest"]))
 def test_routing_always_ranks_every_warehouse_once(province: str | None, policy: str) -> None:
     ranked, _reason = DEMO.route(province, policy)
-    assert sorted(ranked) == sorted(w.id for w in DEMO.warehouses)
+    # Every distribution centre once; stores never ship online orders.
+    assert sorted(ranked) == sorted(w.id for w in DEMO.warehouses if not w.store)
