@@ -153,7 +153,7 @@ def faust_child_main(mode: str) -> None:
                  ).execute_from_commandline()
 
 
-def poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
+def _poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
     """Events/s between the first observed progress and reaching ``count``."""
     deadline = time.monotonic() + timeout_s
     first_at, first_n = 0.0, 0.0
@@ -173,7 +173,7 @@ def faust_agent(settings: Settings, mode: str, count: int, log_dir: Path) -> flo
                   log_dir)
     try:
         wait_for_metrics(child)
-        return poll_rate(lambda: total(child.samples(), BENCH_COUNTER), count)
+        return _poll_rate(lambda: total(child.samples(), BENCH_COUNTER), count)
     finally:
         child.stop()
 
@@ -189,7 +189,7 @@ def _pipeline_progress(pipeline: Pipeline) -> float:
 def pipeline_rate(settings: Settings, count: int) -> tuple[float, Pipeline]:
     pipeline = start_pipeline(settings, steps=("streams", "sink"))
     # Every raw event ends as an order_events row or a dead_letters row.
-    rate = poll_rate(lambda: _pipeline_progress(pipeline), count)
+    rate = _poll_rate(lambda: _pipeline_progress(pipeline), count)
     return rate, pipeline
 
 
@@ -200,7 +200,7 @@ def lifecycle_rate(settings: Settings, count: int) -> float:
                                                          broken_body=0.0, forged=0.0))))
     pipeline = start_pipeline(settings, steps=("streams",))
     try:
-        return poll_rate(lambda: pipeline.counts()["consumed"], count)
+        return _poll_rate(lambda: pipeline.counts()["consumed"], count)
     finally:
         pipeline.stop()
 
@@ -244,7 +244,7 @@ def latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]
     try:
         time.sleep(2 * settings.session_timeout_s)  # let both groups join before the clock runs
         count = offered_load(settings, rate, seconds)
-        poll_rate(lambda: _pipeline_progress(pipeline), count)
+        _poll_rate(lambda: _pipeline_progress(pipeline), count)
     finally:
         pipeline.stop()
     client = EmbeddedClickHouse(str(settings.chdb_path), settings.clickhouse_database)

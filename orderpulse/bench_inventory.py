@@ -10,35 +10,41 @@ Faust consume-only agent over the same number of command records, in the same ru
         RELEASE (odd orders) of each
 
 Every figure pre-fills its commands (seed ADJUSTs first) on fresh topics before the
-streams worker starts, so the rate is the agent's, and counts stock ledger events
-(one per command) from the first one observed to the last: start-up and group
-joins are not in it. Every RESERVE asks for a reply, as the order agent's do.
+streams worker starts, so the rate is the agent's. A command applied is one event
+on ``inventory.events``; the rate runs from the first such event to the last (the
+events' own ``at`` stamps), so start-up and group joins are not in it. Every
+RESERVE asks for a reply, as the order agent's do.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from orderpulse import names
 from orderpulse.avro import codec
-from orderpulse.bench import Figure, faust_agent, fill, poll_rate, settings_for
+from orderpulse.bench import Figure, faust_agent, fill, settings_for
 from orderpulse.broker import EmbeddedBroker
 from orderpulse.connectors.stock_import import adjust
+from orderpulse.errors import BrokerError
 from orderpulse.runner import Pipeline, start_pipeline
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
 from orderpulse.topics import topic_name
 
 STOCK_EVENTS = "orderpulse_stock_events_total"
+REPLIES = "orderpulse_stock_messages_total"
 WAREHOUSE = "WH-SH"
 HOT_SKU = "FLASH-1"
 CATALOGUE = 1000
-# A hot SKU's level entry holds its open reservations (about 70 bytes each in the
-# changelog's JSON); near 14,000 open ones it passes Faust's 1 MB producer request
-# limit. The suite stays well below that.
+# A hot SKU's level entry holds its open reservations (about 67 bytes each in the
+# changelog's JSON: 333 KB at i1's 5,000); near 15,000 open ones it passes Faust's
+# 1 MB producer request limit (``producer_max_request_size``). The suite stays below.
 MAX_COMMANDS = 10_000
 
 
@@ -121,22 +127,70 @@ def applied(pipeline: Pipeline, kinds: dict[str, int]) -> dict[str, float]:
     return {kind: total(samples, STOCK_EVENTS, kind=kind) for kind in kinds}
 
 
-def stock_rate(settings: Settings, scenario: Scenario) -> float:
-    """Commands applied per second by the streams worker over pre-filled commands."""
+def ledger_rate(stamps: list[int]) -> float:
+    """Events per second between the first and the last ledger stamp (epoch ms)."""
+    if len(stamps) < 2 or max(stamps) == min(stamps):
+        return float("nan")
+    return (len(stamps) - 1) * 1000 / (max(stamps) - min(stamps))
+
+
+def _epoch_ms(value: datetime | int) -> int:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+
+
+def ledger_stamps(settings: Settings, kinds: dict[str, int], idle_s: float = 2.0) -> list[int]:
+    """When the agent applied each counted command: the ``at`` of its ledger event."""
+    # Assigned, not subscribed: no group join to wait for.
+    consumer = Consumer({**settings.kafka_client_config(), "enable.auto.commit": False,
+                         "group.id": f"bench-ledger{settings.topic_suffix}"})
+    topic = topic_name(settings, names.TOPIC_INV_EVENTS)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                     for p in range(settings.default_partitions)])
+    event, idle = codec("InventoryEvent"), time.monotonic()
+    stamps: list[int] = []
+    try:
+        while time.monotonic() - idle < idle_s:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    raise BrokerError(f"reading {topic}: {msg.error()}")
+                ev = event.decode(msg.value() or b"")
+                if ev["kind"] in kinds:
+                    stamps.append(_epoch_ms(ev["at"]))
+                idle = time.monotonic()
+    finally:
+        consumer.close()
+    return stamps
+
+
+def stock_rate(settings: Settings, scenario: Scenario,
+               timeout_s: float = 600) -> tuple[float, float]:
+    """Commands applied per second by the streams worker over pre-filled commands, and
+    how many of their replies the order agent had read by the last one.
+
+    Timed by the ledger's own stamps, first to last: progress is polled only a few
+    times a second, since every scrape of the worker's metrics takes its GIL (at
+    the 50 polls/s of ``bench._poll_rate``, py-spy put about 10% of the worker there).
+    """
     command = codec("InventoryCommand")
     fill(settings, topic_name(settings, names.TOPIC_INV_COMMANDS),
          [(c["sku"].encode(), command.encode(c)) for c in scenario.commands])
+    count = sum(scenario.expect.values())
     pipeline = start_pipeline(settings, steps=("streams",))
     try:
-        rate = poll_rate(lambda: sum(applied(pipeline, scenario.expect).values()),
-                         sum(scenario.expect.values()))
+        done = pipeline.wait_until(
+            lambda: sum(applied(pipeline, scenario.expect).values()) >= count, timeout_s)
         got = applied(pipeline, scenario.expect)
+        replies = total(pipeline.samples(), REPLIES, stream="replies", outcome="handled")
     finally:
         pipeline.stop()
-    if got != scenario.expect:
+    if not done or got != scenario.expect:
         raise RuntimeError(f"{scenario.name}: stock events {got}, the model says "
                            f"{scenario.expect}: the figure measured other work")
-    return rate
+    stamps = ledger_stamps(settings, scenario.expect)
+    if len(stamps) != count:
+        raise RuntimeError(f"{scenario.name}: {len(stamps)} ledger events of "
+                           f"{list(scenario.expect)} read back, {count} counted")
+    return ledger_rate(stamps), replies
 
 
 def consume_rate(settings: Settings, records: list[dict[str, Any]], log_dir: Path) -> float:
@@ -169,9 +223,10 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
         rates["c"] = consume_rate(fresh(), reserves, data_dir / "logs")
         _line(out, f"ci Faust consume-only {rates['c']:9.0f} records/s ({len(reserves)} commands)")
         for s in scenarios:
-            rates[s.name] = stock_rate(fresh(), s)
+            rates[s.name], replies = stock_rate(fresh(), s)
             _line(out, f"{s.name} stock agent       {rates[s.name]:9.0f} commands/s "
-                  f"({len(s.commands)} commands: {s.expect})")
+                  f"({len(s.commands)} commands: {s.expect}; {replies:.0f} replies read "
+                  "by the order agent meanwhile)")
     c = rates["c"]
     return [
         Figure(f"ci: Faust agent, consume only, {n:,} InventoryCommand records", c,

@@ -4,6 +4,7 @@ what the benchmark counts (one ledger event per command, of the expected kinds).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from orderpulse.bench_inventory import (
     MAX_COMMANDS,
     Scenario,
     hot_sku,
+    ledger_rate,
     mixed,
     wide,
 )
@@ -78,3 +80,8 @@ def test_the_largest_hot_level_fits_one_producer_request() -> None:
     for cmd in hot_sku(n, **SHAPE).commands[1:n // 2 + 1]:
         level["open"][cmd["reservation_id"]] = [cmd["order_id"], "WH-SH", 1, cmd["expires_at"]]
     assert len(json.dumps(level).encode()) < 1_000_000 / 2
+
+
+def test_the_rate_runs_from_the_first_ledger_stamp_to_the_last() -> None:
+    assert ledger_rate([T0 + 2000, T0, T0 + 500]) == 1.0  # two more events in 2 s
+    assert math.isnan(ledger_rate([T0]))
