@@ -1,6 +1,10 @@
-"""Sink connector: four topics into ClickHouse tables, routed by topic.
+"""Sink connector: the pipeline's topics into ClickHouse tables, routed by topic.
 
     orders.normalized -> order_events       (OrderEvent, one row per event)
+    orders.state      -> order_states       (OrderState, the newest per order wins)
+    orders.alerts     -> order_alerts       (OrderAlert, one row per alert)
+    orders.duplicates -> duplicates         (RejectedEvent, one row per record)
+    orders.quarantine -> quarantine         (RejectedEvent, one row per record)
     orders.dlq        -> dead_letters       (DeadLetter, one row per letter)
     inventory.events  -> inventory_events   (InventoryEvent, one row per event)
     inventory.levels  -> inventory_levels   (StockLevel, one row per warehouse)
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -93,8 +98,47 @@ def inventory_event_row(event: dict[str, Any], partition: int, offset: int) -> d
             "event_id", "kind", "sku", "warehouse", "reservation_id", "order_id", "quantity",
             "on_hand", "reserved", "safety", "available", "reason")},
         "at": ch_time(event["at"]),
-        "kafka_partition": partition,
-        "kafka_offset": offset,
+        **_provenance(partition, offset),
+    }
+
+
+def _provenance(partition: int, offset: int) -> dict[str, int]:
+    return {"kafka_partition": partition, "kafka_offset": offset}
+
+
+def order_state_row(state: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """An ``OrderState`` dict as an ``order_states`` row (``landed_at`` set at insert)."""
+    return {
+        **{k: state[k] for k in ("order_id", "channel", "status", "refund_status",
+                                 "event_count", "stuck")},
+        **{k: ch_time(state[k]) for k in ("status_since", "last_event_time", "updated_at")},
+        **_provenance(partition, offset),
+    }
+
+
+def order_alert_row(alert: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """An ``OrderAlert`` dict as an ``order_alerts`` row (``landed_at`` set at insert)."""
+    return {
+        **{k: alert[k] for k in ("kind", "order_id", "channel", "state", "limit_ms",
+                                 "stuck_for_ms")},
+        "since": ch_time(alert["since"]),
+        "at": ch_time(alert["at"]),
+        **_provenance(partition, offset),
+    }
+
+
+def rejected_event_row(rejected: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """A ``RejectedEvent`` dict as a ``duplicates`` or ``quarantine`` row.
+
+    The embedded event bytes are left out: the event is in order_events under
+    the same ``event_id`` (and on the topic for its retention).
+    """
+    return {
+        **{k: rejected[k] for k in ("reason", "order_id", "channel", "event_id", "event_type",
+                                    "from_status", "to_status")},
+        "event_time": ch_time(rejected["event_time"]),
+        "at": ch_time(rejected["at"]),
+        **_provenance(partition, offset),
     }
 
 
@@ -144,12 +188,24 @@ class Batch:
         return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
 
 
+RowFunction = Callable[[dict[str, Any], int, int], dict[str, Any]]
+
+# Topics whose record is one row of one table: topic -> (Avro record, table, row).
+ONE_ROW_TOPICS: dict[str, tuple[str, str, RowFunction]] = {
+    names.TOPIC_STATE: ("OrderState", names.TABLE_ORDER_STATES, order_state_row),
+    names.TOPIC_ALERTS: ("OrderAlert", names.TABLE_ORDER_ALERTS, order_alert_row),
+    names.TOPIC_DUPLICATES: ("RejectedEvent", names.TABLE_DUPLICATES, rejected_event_row),
+    names.TOPIC_QUARANTINE: ("RejectedEvent", names.TABLE_QUARANTINE, rejected_event_row),
+    names.TOPIC_INV_EVENTS: ("InventoryEvent", names.TABLE_INVENTORY_EVENTS, inventory_event_row),
+}
+
+
 def _epoch_ms(value: datetime | int) -> int:
     return value if isinstance(value, int) else int(value.timestamp() * 1000)
 
 
 class ClickHouseSink:
-    """Consume the order, dead-letter and inventory topics; write them in batches."""
+    """Consume the order, health, dead-letter and inventory topics; write them in batches."""
 
     def __init__(self, settings: Settings, client: ClickHouse, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
@@ -158,12 +214,14 @@ class ClickHouseSink:
         self.metrics = metrics
         self.clock = clock
         self.dlq_topic = topic_name(settings, names.TOPIC_DLQ)
-        # Topic -> handler: the one place that says which record each topic holds.
+        # Topic -> handler: the one place that says which record each topic holds
+        # (with ONE_ROW_TOPICS for the topics whose record is one row).
         self._routes: dict[str, Callable[[Message], None]] = {
             topic_name(settings, names.TOPIC_NORMALIZED): self._accept_order,
             self.dlq_topic: self._accept_dead_letter,
-            topic_name(settings, names.TOPIC_INV_EVENTS): self._accept_inventory_event,
             topic_name(settings, names.TOPIC_INV_LEVELS): self._accept_stock_level,
+            **{topic_name(settings, topic): partial(self._accept_row, *route)
+               for topic, route in ONE_ROW_TOPICS.items()},
         }
         self.batch = Batch()
         self._stop = threading.Event()
@@ -245,10 +303,9 @@ class ClickHouseSink:
         self._add(names.TABLE_ORDER_EVENTS, [order_row(event, msg.partition(), msg.offset())])
         self.batch.latencies.append((event["channel"], _epoch_ms(event["event_time"])))
 
-    def _accept_inventory_event(self, msg: Message) -> None:
-        if (event := self._decode(msg, "InventoryEvent")) is not None:
-            self._add(names.TABLE_INVENTORY_EVENTS,
-                      [inventory_event_row(event, msg.partition(), msg.offset())])
+    def _accept_row(self, record: str, table: str, row: RowFunction, msg: Message) -> None:
+        if (decoded := self._decode(msg, record)) is not None:
+            self._add(table, [row(decoded, msg.partition(), msg.offset())])
 
     def _accept_stock_level(self, msg: Message) -> None:
         if (level := self._decode(msg, "StockLevel")) is not None:

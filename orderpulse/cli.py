@@ -60,8 +60,11 @@ def _print_report(settings: Settings, *, as_json: bool) -> None:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    _print_report(settings, as_json=args.json)
-    return 0
+    from orderpulse.report import run_report
+
+    return run_report(settings, as_json=args.json,
+                      html_path=Path(args.html) if args.html else None,
+                      png_path=Path(args.png) if args.png else None)
 
 
 def cmd_streams(settings: Settings, _args: argparse.Namespace) -> int:
@@ -81,6 +84,13 @@ def cmd_sink(settings: Settings, _args: argparse.Namespace) -> int:
         run_sink(settings, client, metrics, stop)
     finally:
         client.close()
+    return 0
+
+
+def cmd_lag(settings: Settings, _args: argparse.Namespace) -> int:
+    from orderpulse.lag import run_lag
+
+    run_lag(settings, _metrics(settings), _stop_event())
     return 0
 
 
@@ -216,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="print the report read back from ClickHouse")
     rep.add_argument("--json", action="store_true", help="machine-readable JSON")
+    rep.add_argument("--html", metavar="FILE", default=None,
+                     help="also save a self-contained HTML snapshot (tables and charts)")
+    rep.add_argument("--png", metavar="FILE", default=None,
+                     help="also save the order-health charts as a PNG image")
     rep.set_defaults(func=cmd_report)
     stk = sub.add_parser("stack", help="start/stop/inspect the embedded broker")
     stk.add_argument("action", choices=["up", "down", "status"])
@@ -266,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("streams", cmd_streams, "one Faust worker (normalize)"),
                              ("poll", cmd_poll, "the pollers of every configured pull channel"),
                              ("sink", cmd_sink, "the ClickHouse sink connector"),
+                             ("lag", cmd_lag, "the consumer-lag exporter (every group's "
+                              "committed offsets against the end of each partition)"),
                              ("webhook", cmd_webhook, "the webhook receiver connector")):
         sub.add_parser(name, help=text).set_defaults(func=func)
     return parser

@@ -131,15 +131,75 @@ def connect(settings: Settings) -> ClickHouse:
     return ServerClickHouse(settings)
 
 
+def split_statements(sql: str) -> list[str]:
+    """The statements of a DDL file, split at each ``;`` that ends a line.
+
+    A server's HTTP interface runs one statement per request, so a file that
+    groups related DDL is sent statement by statement. A ``;`` inside a string,
+    a quoted name or a comment never splits; one outside them must end its line
+    (only spaces or a ``--`` comment after it), or the file is refused rather
+    than guessed at. Pieces holding only comments are dropped.
+    """
+    statements: list[str] = []
+    start, i, n = 0, 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`":
+            i = _quoted_end(sql, i)
+        elif sql.startswith("--", i):
+            i = _line_end(sql, i)
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif ch == ";":
+            rest = sql[i + 1:_line_end(sql, i)].strip()
+            if rest and not rest.startswith("--"):
+                raise ConfigError(f"a ';' must end its line: {sql[max(i - 40, 0):i + 40]!r}")
+            statements.append(sql[start:i])
+            start = i = i + 1
+        else:
+            i += 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _line_end(sql: str, i: int) -> int:
+    end = sql.find("\n", i)
+    return len(sql) if end < 0 else end
+
+
+def _quoted_end(sql: str, i: int) -> int:
+    """Index just past the quoted string or name opening at ``i`` (doubled or
+    backslash-escaped quotes stay inside)."""
+    quote, j = sql[i], i + 1
+    while j < len(sql):
+        if sql[j] == "\\" or sql.startswith(quote * 2, j):  # an escaped or doubled quote
+            j += 2
+        elif sql[j] == quote:
+            return j + 1
+        else:
+            j += 1
+    raise ConfigError(f"unterminated {quote} quote: {sql[i:i + 60]!r}")
+
+
+def _has_code(piece: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", piece, flags=re.DOTALL)
+    return bool(without.strip())
+
+
 def ddl_statements(database: str) -> list[str]:
-    """The versioned DDL files in ``schemas/clickhouse``, in order, for ``database``."""
+    """The statements of the versioned DDL files in ``schemas/clickhouse``, in
+    order, for ``database``."""
     folder = resources.files("orderpulse.schemas").joinpath("clickhouse")
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
-    return [p.read_text(encoding="utf-8").replace("{db}", _check_ident(database)) for p in files]
+    db = _check_ident(database)
+    return [statement.replace("{db}", db)
+            for p in files for statement in split_statements(p.read_text(encoding="utf-8"))]
 
 
 def apply_ddl(client: ClickHouse) -> None:
-    """Create the database and tables (idempotent: every statement is IF NOT EXISTS)."""
+    """Create the database, tables and views (idempotent: tables are IF NOT
+    EXISTS, columns ADD ... IF NOT EXISTS, views CREATE OR REPLACE)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {client.database}")
     for statement in ddl_statements(client.database):
         client.command(statement)

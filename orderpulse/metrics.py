@@ -42,6 +42,9 @@ class Metrics:
     stock_units: Gauge
     inventory_violations: Counter
     stock_messages: Counter
+    consumer_lag_messages: Gauge
+    consumer_lag_seconds: Gauge
+    lag_scrape_errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -155,6 +158,23 @@ class Metrics:
             import_rows=Counter(
                 "orderpulse_import_rows_total", "CSV import rows: accepted or rejected.",
                 ["channel", "outcome"], registry=registry,
+            ),
+            # group and topic are declared names (orderpulse.lag.consumed_topics), partition
+            # a number below the topic's partition count: bounded.
+            consumer_lag_messages=Gauge(
+                "orderpulse_consumer_lag_messages", "Records of a partition not yet consumed by "
+                "a group: end offset minus committed offset.",
+                ["group", "topic", "partition"], registry=registry,
+            ),
+            consumer_lag_seconds=Gauge(
+                "orderpulse_consumer_lag_seconds", "Age of a group's first unconsumed record in "
+                "a partition (now minus its timestamp); 0 when nothing is unconsumed.",
+                ["group", "topic", "partition"], registry=registry,
+            ),
+            lag_scrape_errors=Counter(
+                "orderpulse_lag_scrape_errors_total", "Lag scrapes that failed or came back "
+                "incomplete (broker unreachable, a read timed out).",
+                registry=registry,
             ),
         )
 

@@ -53,6 +53,22 @@ TABLE_ORDER_EVENTS = "order_events"
 TABLE_DEAD_LETTERS = "dead_letters"
 TABLE_INVENTORY_EVENTS = "inventory_events"
 TABLE_INVENTORY_LEVELS = "inventory_levels"
+TABLE_ORDER_STATES = "order_states"  # orders.state: current state, ReplacingMergeTree(updated_at)
+TABLE_ORDER_ALERTS = "order_alerts"  # orders.alerts
+TABLE_DUPLICATES = "duplicates"  # orders.duplicates
+TABLE_QUARANTINE = "quarantine"  # orders.quarantine
+
+# --- ClickHouse health views (docs/health-metrics.md gives each formula) --------
+VIEW_HEALTH_BACKLOG = "health_backlog"
+VIEW_HEALTH_STUCK_RATE = "health_stuck_rate"
+VIEW_HEALTH_STATE_DELAY = "health_state_delay"
+VIEW_HEALTH_DUPLICATE_RATE = "health_duplicate_rate"
+VIEW_HEALTH_DEAD_LETTER_RATE = "health_dead_letter_rate"
+VIEW_HEALTH_OVERSELL_PREVENTED = "health_oversell_prevented"
+VIEW_HEALTH_PHANTOM_RESERVATIONS = "health_phantom_reservations"
+VIEW_HEALTH_REFUND_TIME = "health_refund_time"
+VIEW_HEALTH_FULFILMENT_LEAD_TIME = "health_fulfilment_lead_time"
+VIEW_HEALTH_CONSISTENCY = "health_consistency"
 
 
 def raw_topic(channel: str) -> str:

@@ -31,7 +31,7 @@ from orderpulse.settings import Settings
 from orderpulse.topics import declare_topics
 
 STEPS = ("streams", "sink", "webhook")
-RUN_STEPS = ("streams", "sink", "webhook", "poll")
+RUN_STEPS = ("streams", "sink", "webhook", "poll", "lag")
 
 
 def sandbox_channels(api_port: int) -> dict[str, dict[str, str]]:
@@ -127,8 +127,9 @@ class Pipeline:
         return _wait(settled, timeout_s)
 
     def stop(self) -> None:
-        # Upstream first, so each step drains into a still-running next step.
-        for name in ("sandbox", "webhook", "poll", "streams", "sink"):
+        # Upstream first, so each step drains into a still-running next step; the lag
+        # exporter last, so it watches the drain.
+        for name in ("sandbox", "webhook", "poll", "streams", "sink", "lag"):
             if name in self.children:
                 self.children[name].stop()
         if self.broker is not None:

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         description="Prometheus endpoint port of this process; 0 = do not serve.",
     )
     log_level: str = Field(default="INFO", alias="ORDERPULSE_LOG_LEVEL")
+    lag_interval_s: float = Field(
+        default=5.0, alias="ORDERPULSE_LAG_INTERVAL_S",
+        description="How often the lag exporter reads each consumer group's committed offsets "
+        "and the end of each partition it consumes.",
+    )
 
     @property
     def embedded_kafka(self) -> bool:
