@@ -41,7 +41,6 @@ from orderpulse.topics import topic_name
 
 log = logging.getLogger(__name__)
 
-STEP_LAG = "lag"  # the `step` label of this process
 
 TP = tuple[str, int]  # (topic, partition)
 Stamps = dict[tuple[str, int, int], int]  # (topic, partition, offset) -> record timestamp, ms
@@ -157,8 +156,8 @@ class LagExporter:
     def run(self, stop: threading.Event, interval_s: float) -> None:
         """Scrape every ``interval_s`` until ``stop`` is set, then close the reader."""
         self._stop = stop
-        self.metrics.up.labels(STEP_LAG).set(1)
-        log.info("lag exporter step=%s watching %s every %.1fs", STEP_LAG,
+        self.metrics.up.labels(names.STEP_LAG).set(1)
+        log.info("lag exporter step=%s watching %s every %.1fs", names.STEP_LAG,
                  ", ".join(self.groups), interval_s)
         try:
             while not stop.is_set():
@@ -166,7 +165,7 @@ class LagExporter:
                 self.scrape_once()
                 stop.wait(max(interval_s - (time.monotonic() - started), 0.0))
         finally:
-            self.metrics.up.labels(STEP_LAG).set(0)
+            self.metrics.up.labels(names.STEP_LAG).set(0)
             self.reader.close()
 
     def scrape_once(self) -> None:
@@ -175,7 +174,7 @@ class LagExporter:
             lags = self.scrape()
         except BrokerError as exc:
             self.metrics.lag_scrape_errors.inc()
-            log.warning("lag scrape failed step=%s: %s", STEP_LAG, exc)
+            log.warning("lag scrape failed step=%s: %s", names.STEP_LAG, exc)
             return
         for lag in lags:
             labels = (lag.group, lag.topic, str(lag.partition))
@@ -285,7 +284,7 @@ class LagExporter:
         if pending and not self._stop.is_set():
             self.metrics.lag_scrape_errors.inc()
             log.warning("lag read incomplete step=%s: %d of %d partitions unanswered in %.0fs",
-                        STEP_LAG, len(pending), len(starts), _READ_TIMEOUT_S)
+                        names.STEP_LAG, len(pending), len(starts), _READ_TIMEOUT_S)
         return first, eof
 
     @staticmethod
@@ -304,7 +303,7 @@ class LagExporter:
         elif err.fatal():
             raise KafkaException(err)
         else:
-            log.warning("lag reader error step=%s: %s", STEP_LAG, err)
+            log.warning("lag reader error step=%s: %s", names.STEP_LAG, err)
 
 
 def _result(future: Future[Any], what: str) -> Any:

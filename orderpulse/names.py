@@ -11,6 +11,7 @@ STEP_WEBHOOK = "webhook"
 STEP_NORMALIZE = "normalize"
 STEP_SINK = "clickhouse_sink"
 STEP_STOCK = "stock"  # the per-SKU inventory agent
+STEP_LAG = "lag"  # the consumer-lag exporter
 
 # --- topics -----------------------------------------------------------------
 RAW_TOPIC_PREFIX = "orders.raw."
