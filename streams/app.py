@@ -315,13 +315,17 @@ class StockWorker:
     def sweep(self, partition: int, now: int) -> None:
         """Expire overdue holds, audit every level of the partition, prune old records."""
         local = [(k, v) for k, v in self.stock.items() if v and v.get("p") == partition]
+        # Open holds are keys of their own: this one scan finds them for every SKU.
+        holds = inventory.holds_by_sku(local)
         units = {"on_hand": 0, "reserved": 0, "available": 0}
         for key, level in local:
-            if key[:2] in ("R:", "A:"):
+            if not inventory.is_level(key):
                 continue
-            self._apply(inventory.expire(self.stock.get, key, now), partition)
+            mine = holds.get(key, {})
+            out = inventory.expire(self.stock.get, key, inventory.due(mine, now), now)
+            self._apply(out, partition)
             level = self.stock.get(key) or level
-            problems = inventory.audit(level)
+            problems = inventory.audit(level, inventory.after(mine, out.writes).values())
             for problem in problems:
                 log.error("inventory invariant violated step=%s: %s", names.STEP_STOCK, problem)
             if problems:

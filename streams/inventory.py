@@ -5,25 +5,31 @@ partition of ``inventory.commands``; every command for a SKU passes through
 that one partition, so check-and-reserve is serialized without locks. Keys:
 
 - ``<sku>``: the level entry, ``{"sku", "seq", "wh": {warehouse: [on_hand,
-  reserved, safety]}, "open": {reservation_id: [order_id, warehouse, qty,
-  expires_at]}, "oversold": bool, "last": [[key, record], ...]}``. Open
-  reservations live here, so ``reserved`` and the reservations that make it
-  up change in one table write.
+  reserved, safety]}, "oversold": bool, "last": [[key, record | None], ...]}``.
+  Its size does not depend on how many reservations are open: Faust sends the
+  whole entry to the changelog on every write, and a flash sale's SKU holds
+  thousands (inside the entry, at about 67 bytes each, 15,000 would pass the
+  producer's 1 MB request limit).
+- ``O:<reservation_id>``: an open reservation, ``{"order_id", "sku", "wh",
+  "qty", "expires_at", "seq"}``; its units are in its row's ``reserved``.
 - ``R:<reservation_id>``: a reservation that ended (committed, released,
   expired, restored, commit rejected) or was refused: what answers a
   re-delivered command.
 - ``A:<adjustment_id>``: an applied warehouse adjustment (applied once).
 
-A change that touches the level and a side record writes the level first,
-carrying the side record in ``last``; ``repair`` rewrites a side record the
-level carries but the table lacks. Changelog writes keep their order within a
-partition, so after a crash either both are there, or the level alone (and
-repair completes it), or neither (and the re-delivered command applies it):
-never applied twice. With the level alone, the change's events were never sent
-(the agent writes before it sends): the re-delivered command sends them.
+A change that touches the level and side records writes the level first,
+carrying the side records in ``last`` (``[key, None]``: delete the key), then
+the side records; ``repair`` completes what the level carries but the table
+lacks (a record missing or older, a deleted key still there). Changelog writes
+keep their order within a partition, so after a crash either all are there, or
+the level and some of its side records (and repair completes them), or none
+(and the re-delivered command applies it): never applied twice. With the level
+there, the change's events were never sent (the agent writes before it sends):
+the re-delivered command sends them.
 
 Every function takes ``get`` (the table lookup) and returns what to write and
-send; the agent does the I/O.
+send; the agent does the I/O. The sweep, which scans its partition's entries
+anyway, finds the open reservations for ``expire`` and ``audit``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Get = Callable[[str], dict[str, Any] | None]
+Write = tuple[str, dict[str, Any] | None]  # (key, value); None deletes the key
+SIDE = ("O:", "R:", "A:")  # key prefixes of the records next to the levels
 ON_HAND, RESERVED, SAFETY = 0, 1, 2
 NOT_IN_PREFERRED = "not_in_preferred_warehouse"
 TERMINAL = frozenset({"COMMITTED", "RELEASED", "EXPIRED", "RESTORED", "COMMIT_REJECTED",
@@ -43,7 +51,7 @@ TERMINAL = frozenset({"COMMITTED", "RELEASED", "EXPIRED", "RESTORED", "COMMIT_RE
 class StockOut:
     """What one command did: table writes (in order; None deletes), records to send."""
 
-    writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # InventoryEvent
     replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (partition, reply)
     level: dict[str, Any] | None = None  # StockLevel to publish
@@ -54,18 +62,26 @@ def available(row: list[int]) -> int:
     return row[ON_HAND] - row[RESERVED] - row[SAFETY]
 
 
+def is_level(key: str) -> bool:
+    """Whether a ``stock`` key is a SKU's level entry (not a side record)."""
+    return key[:2] not in SIDE
+
+
 def new_level(sku: str) -> dict[str, Any]:
-    return {"sku": sku, "seq": 0, "wh": {}, "open": {}, "oversold": False, "last": []}
+    return {"sku": sku, "seq": 0, "wh": {}, "oversold": False, "last": []}
 
 
-def repair(get: Get, level: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
-    """Side records the level carries but the table lacks (a crash between two writes)."""
+def repair(get: Get, level: dict[str, Any] | None) -> list[Write]:
+    """Side writes the level carries but the table lacks (a crash between the writes)."""
     if not level:
         return []
-    missing = []
+    missing: list[Write] = []
     for key, record in level.get("last", []):
         have = get(key)
-        if have is None or have.get("seq", -1) < record["seq"]:
+        if record is None:
+            if have is not None:
+                missing.append((key, None))
+        elif have is None or have.get("seq", -1) < record["seq"]:
             missing.append((key, record))
     return missing
 
@@ -100,17 +116,28 @@ def _reply(cmd: dict[str, Any], ok: bool, reason: str, wh: str | None, now_ms: i
         "warehouse": wh, "reason": reason, "at": now_ms})]
 
 
-def _bump(level: dict[str, Any], side: list[tuple[str, dict[str, Any]]]) -> StockOut:
-    """Level first (carrying the side records), then the side records."""
+def _bump(level: dict[str, Any], side: list[Write]) -> StockOut:
+    """Level first (carrying the side writes), then the side writes."""
     level["seq"] += 1
-    stamped = [(key, {**record, "seq": level["seq"]}) for key, record in side]
+    stamped = [(key, None if record is None else {**record, "seq": level["seq"]})
+               for key, record in side]
     level["last"] = [[key, record] for key, record in stamped]
     return StockOut(writes=[(level["sku"], level), *stamped])
 
 
 def _copy(level: dict[str, Any]) -> dict[str, Any]:
     return {**level, "wh": {w: list(r) for w, r in level["wh"].items()},
-            "open": dict(level["open"]), "last": list(level.get("last", []))}
+            "last": list(level.get("last", []))}
+
+
+def _close(res_id: str, ended: dict[str, Any]) -> list[Write]:
+    """An open reservation ends: its ``R:`` record, then its ``O:`` key goes."""
+    return [(f"R:{res_id}", ended), (f"O:{res_id}", None)]
+
+
+def _closed_last(level: dict[str, Any], res_id: str) -> bool:
+    """Whether the level's last change ended the open reservation ``res_id``."""
+    return any(key == f"O:{res_id}" and record is None for key, record in level["last"])
 
 
 def _ended(res_id: str, state: str, order_id: str, sku: str, wh: str, qty: int, now_ms: int,
@@ -138,21 +165,22 @@ def handle(get: Get, cmd: dict[str, Any], now_ms: int) -> StockOut:
     return out
 
 
-def _level_of(get: Get, fixes: list[tuple[str, dict[str, Any]]], sku: str) -> dict[str, Any]:
+def _level_of(get: Get, fixes: list[Write], sku: str) -> dict[str, Any]:
     level = get(sku)
     return _copy(level) if level else new_level(sku)
 
 
-def _repaired(fixes: list[tuple[str, dict[str, Any]]], key: str) -> bool:
-    """Whether ``key`` is being repaired: its change crashed between the writes.
+def _repaired(fixes: list[Write], *keys: str) -> bool:
+    """Whether any of ``keys`` is being repaired: its change crashed between the writes.
 
     The agent writes before it sends, so that crash also lost the change's events;
     the re-delivered command sends them (same event ids) instead of only answering.
     """
-    return any(k == key for k, _record in fixes)
+    return any(k in keys for k, _record in fixes)
 
 
-def _side(get: Get, fixes: list[tuple[str, dict[str, Any]]], key: str) -> dict[str, Any] | None:
+def _side(get: Get, fixes: list[Write], key: str) -> dict[str, Any] | None:
+    """A side record as it is once ``fixes`` are written (None: absent or being deleted)."""
     for k, record in fixes:
         if k == key:
             return record
@@ -161,9 +189,13 @@ def _side(get: Get, fixes: list[tuple[str, dict[str, Any]]], key: str) -> dict[s
 
 def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
     level, res_id, qty = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"], cmd["quantity"]
-    if res_id in level["open"]:
-        wh = level["open"][res_id][1]
-        return StockOut(replies=_reply(cmd, True, "already_reserved", wh, now_ms))
+    hold = _side(get, fixes, f"O:{res_id}")
+    if hold is not None:
+        out = StockOut(replies=_reply(cmd, True, "already_reserved", hold["wh"], now_ms))
+        if _repaired(fixes, f"O:{res_id}"):
+            out.events.append(_event("RESERVED", cmd, level, hold["wh"], hold["qty"], "",
+                                     now_ms))
+        return out
     ended = _side(get, fixes, f"R:{res_id}")
     if ended is not None:
         ok = ended["state"] in ("COMMITTED", "RESTORED")
@@ -173,8 +205,9 @@ def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
         row = level["wh"].get(wh)
         if row is not None and available(row) >= qty:
             row[RESERVED] += qty
-            level["open"][res_id] = [cmd["order_id"], wh, qty, cmd["expires_at"] or 0]
-            out = _bump(level, [])
+            hold = {"order_id": cmd["order_id"], "sku": cmd["sku"], "wh": wh, "qty": qty,
+                    "expires_at": cmd["expires_at"] or 0}
+            out = _bump(level, [(f"O:{res_id}", hold)])
             out.events.append(_event("RESERVED", cmd, level, wh, qty, "", now_ms))
             out.replies = _reply(cmd, True, "reserved", wh, now_ms)
             out.level = stock_level(level, now_ms)
@@ -196,13 +229,14 @@ def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
 
 def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
     level, res_id = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"]
-    if res_id in level["open"]:
-        order_id, wh, qty, _exp = level["open"].pop(res_id)
+    hold = _side(get, fixes, f"O:{res_id}")
+    if hold is not None:
+        wh, qty = hold["wh"], hold["qty"]
         row = level["wh"][wh]
         row[RESERVED] -= qty
         row[ON_HAND] -= qty
-        out = _bump(level, [(f"R:{res_id}", _ended(res_id, "COMMITTED", order_id, cmd["sku"],
-                                                    wh, qty, now_ms))])
+        out = _bump(level, _close(res_id, _ended(res_id, "COMMITTED", hold["order_id"],
+                                                 cmd["sku"], wh, qty, now_ms)))
         out.events.append(_event("COMMITTED", cmd, level, wh, qty, "", now_ms))
         out.replies = _reply(cmd, True, "committed", wh, now_ms, qty)
         out.level = stock_level(level, now_ms)
@@ -212,11 +246,11 @@ def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
         ok = ended["state"] != "COMMIT_REJECTED"
         out = StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
                                       ended["wh"], now_ms, ended["qty"]))
-        if _repaired(fixes, f"R:{res_id}") and ended["state"] == "COMMITTED" \
+        if _repaired(fixes, f"R:{res_id}", f"O:{res_id}") and ended["state"] == "COMMITTED" \
                 and not ended.get("restored"):
-            # The table's copy is still the one before the crash: an ended
-            # reservation there means this was a commit after expiry.
-            how = "recommitted_after_expiry" if get(f"R:{res_id}") else ""
+            # The crashed change ended an open reservation, or (no O: key to
+            # delete) committed one that had expired.
+            how = "" if _closed_last(level, res_id) else "recommitted_after_expiry"
             out.events.append(_event("COMMITTED", cmd, level, ended["wh"], ended["qty"], how,
                                      now_ms))
         return out
@@ -246,11 +280,12 @@ def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
 
 def _release(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
     level, res_id = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"]
-    if res_id in level["open"]:
-        order_id, wh, qty, _exp = level["open"].pop(res_id)
+    hold = _side(get, fixes, f"O:{res_id}")
+    if hold is not None:
+        wh, qty = hold["wh"], hold["qty"]
         level["wh"][wh][RESERVED] -= qty
-        out = _bump(level, [(f"R:{res_id}", _ended(res_id, "RELEASED", order_id, cmd["sku"],
-                                                    wh, qty, now_ms))])
+        out = _bump(level, _close(res_id, _ended(res_id, "RELEASED", hold["order_id"],
+                                                 cmd["sku"], wh, qty, now_ms)))
         out.events.append(_event("RELEASED", cmd, level, wh, qty, cmd.get("reason", ""), now_ms))
         out.replies = _reply(cmd, True, "released", wh, now_ms, qty)
         out.level = stock_level(level, now_ms)
@@ -259,7 +294,7 @@ def _release(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     if ended is not None:
         out = StockOut(replies=_reply(cmd, True, f"already_{ended['state'].lower()}",
                                       ended["wh"], now_ms, 0))
-        if _repaired(fixes, f"R:{res_id}") and ended["state"] == "RELEASED":
+        if _repaired(fixes, f"R:{res_id}", f"O:{res_id}") and ended["state"] == "RELEASED":
             out.events.append(_event("RELEASED", cmd, level, ended["wh"], ended["qty"],
                                      cmd.get("reason", ""), now_ms))
         return out
@@ -276,7 +311,8 @@ def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     ended = _side(get, fixes, f"R:{res_id}")
     done_key = f"A:{cmd['command_id']}"
     if ended is None or ended["state"] not in ("COMMITTED", "RESTORED"):
-        state = "open" if res_id in level["open"] else (ended or {}).get("state", "unknown")
+        state = "open" if _side(get, fixes, f"O:{res_id}") is not None \
+            else (ended or {}).get("state", "unknown")
         return StockOut(replies=_reply(cmd, False, f"not_committed_{state.lower()}",
                                        None, now_ms, 0))
     done = _side(get, fixes, done_key)
@@ -345,34 +381,70 @@ _HANDLERS: dict[str, Callable[[Get, list, dict[str, Any], int], StockOut]] = {
 }
 
 
-def expire(get: Get, sku: str, now_ms: int) -> StockOut:
-    """Release the SKU's reservations past their expiry (the sweep)."""
+def holds_by_sku(entries: Iterable[tuple[str, dict[str, Any] | None]]
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """The open reservations among table entries: ``{sku: {reservation_id: hold}}``."""
+    holds: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, value in entries:
+        if key[:2] == "O:" and value:
+            holds.setdefault(value["sku"], {})[key[2:]] = value
+    return holds
+
+
+def due(holds: dict[str, dict[str, Any]], now_ms: int) -> list[str]:
+    """The reservations among ``holds`` past their expiry (0: none)."""
+    return [rid for rid, hold in holds.items()
+            if hold["expires_at"] and hold["expires_at"] <= now_ms]
+
+
+def after(holds: dict[str, dict[str, Any]], writes: Iterable[Write]) -> dict[str, dict[str, Any]]:
+    """One SKU's ``holds`` once ``writes`` (that SKU's) are in the table."""
+    holds = dict(holds)
+    for key, value in writes:
+        if key[:2] == "O:":
+            if value is None:
+                holds.pop(key[2:], None)
+            else:
+                holds[key[2:]] = value
+    return holds
+
+
+def expire(get: Get, sku: str, due_ids: Iterable[str], now_ms: int) -> StockOut:
+    """Release the SKU's reservations among ``due_ids`` that are open and past expiry.
+
+    The caller finds the ids (the sweep scans its partition); each is looked up
+    again here. One level write per reservation, with its ``R:`` record and the
+    deletion of its ``O:`` key: a flash sale's holds expire together, and one
+    ``last`` carrying them all would be as large as the old level entry.
+    """
     fixes = repair(get, get(sku))
     level = _level_of(get, fixes, sku)
-    due = [(rid, v) for rid, v in level["open"].items() if v[3] and v[3] <= now_ms]
-    if not due:
-        return StockOut(writes=fixes)
-    side = []
-    for rid, (order_id, wh, qty, _exp) in due:
-        del level["open"][rid]
+    out = StockOut(writes=list(fixes))
+    holds = {rid: hold for rid in due_ids
+             if (hold := _side(get, fixes, f"O:{rid}")) is not None and hold["sku"] == sku
+             and hold["expires_at"] and hold["expires_at"] <= now_ms}
+    for rid, hold in sorted(holds.items(), key=lambda item: (item[1]["expires_at"], item[0])):
+        level = _copy(level)  # the previous write keeps its own copy
+        wh, qty = hold["wh"], hold["qty"]
         level["wh"][wh][RESERVED] -= qty
-        side.append((f"R:{rid}", _ended(rid, "EXPIRED", order_id, sku, wh, qty, now_ms)))
-    out = _bump(level, side)
-    for rid, (order_id, wh, qty, _exp) in due:
-        cmd = {"command_id": f"{rid}/EXPIRE", "reservation_id": rid, "order_id": order_id}
+        out.writes += _bump(level, _close(rid, _ended(rid, "EXPIRED", hold["order_id"], sku, wh,
+                                                      qty, now_ms))).writes
+        cmd = {"command_id": f"{rid}/EXPIRE", "reservation_id": rid,
+               "order_id": hold["order_id"]}
         out.events.append(_event("EXPIRED", cmd, level, wh, qty, "hold_expired", now_ms))
-    out.writes[:0] = fixes
-    out.level = stock_level(level, now_ms)
+    if holds:
+        out.level = stock_level(level, now_ms)
     return out
 
 
-def audit(level: dict[str, Any]) -> list[str]:
-    """The invariants one level entry must hold; returns what is violated."""
+def audit(level: dict[str, Any], holds: Iterable[dict[str, Any]]) -> list[str]:
+    """The invariants one level entry and its SKU's open reservations must hold."""
     problems = []
     held: dict[str, int] = {}
-    for _order, wh, qty, _exp in level["open"].values():
-        held[wh] = held.get(wh, 0) + qty
-    for wh, row in level["wh"].items():
+    for hold in holds:
+        held[hold["wh"]] = held.get(hold["wh"], 0) + hold["qty"]
+    for wh in sorted(set(level["wh"]) | set(held)):
+        row = level["wh"].get(wh, [0, 0, 0])
         if row[RESERVED] != held.get(wh, 0):
             problems.append(f"{level['sku']}@{wh}: reserved {row[RESERVED]} != open "
                             f"reservations {held.get(wh, 0)}")
@@ -384,6 +456,9 @@ def audit(level: dict[str, Any]) -> list[str]:
 
 def prune(entries: Iterable[tuple[str, dict[str, Any]]], now_ms: int,
           retention_ms: int) -> list[str]:
-    """Ended reservations and applied adjustments older than the retention: keys to delete."""
+    """Ended reservations and applied adjustments older than the retention: keys to delete.
+
+    Never an open reservation (``O:``): it ends by commit, release or expiry.
+    """
     return [key for key, value in entries
             if key[:2] in ("R:", "A:") and value and value["at"] < now_ms - retention_ms]

@@ -83,14 +83,26 @@ class Shop:
         self.send_stock(out)
         return out
 
-    def expire_all(self) -> None:
+    def expire_all(self, crash_after: int | None = None) -> None:
+        """The sweep: one scan for the open holds, then each SKU's due ones expire."""
+        holds = inventory.holds_by_sku(self.table.items())
         for sku in self.levels():
-            out = inventory.expire(self.get, sku, self.now)
+            due = inventory.due(holds.get(sku, {}), self.now)
+            out = inventory.expire(self.get, sku, due, self.now)
+            if crash_after is not None and out.writes:
+                # The worker dies mid-sweep; the sweep command comes again.
+                self.write(out, crash_after % len(out.writes))
+                self.expire_all()
+                return
             self.write(out)
             self.send_stock(out)
 
     def levels(self) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.table.items() if k[:2] not in ("R:", "A:")}
+        return {k: v for k, v in self.table.items() if inventory.is_level(k)}
+
+    def holds(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Open reservations by SKU and reservation id."""
+        return inventory.holds_by_sku(self.table.items())
 
     def row(self, sku: str, wh: str) -> list[int]:
         return self.table[sku]["wh"].get(wh, [0, 0, 0])
@@ -267,7 +279,7 @@ def test_a_line_no_round_can_fill_ends_out_of_stock_holding_nothing() -> None:
     assert (verdict["kind"], verdict["sku"], verdict["reason"]) == \
         ("OUT_OF_STOCK", CAP, "insufficient_stock")
     assert reserved(shop, TEE, CAP) == 0
-    assert all(not level["open"] for level in shop.levels().values())
+    assert shop.holds() == {}
     assert any(e["kind"] == "RESERVE_REJECTED" and e["reason"] == "insufficient_stock"
                for e in shop.events)  # the final round's refusal is an oversell prevented
 
@@ -548,6 +560,11 @@ class Pipeline(RuleBasedStateMachine):
         self.shop.now += HOLD + SEC
         self.shop.expire_all()
 
+    @rule(cut=st.integers(0, 99))
+    def crash_in_sweep(self, cut: int) -> None:
+        self.shop.now += HOLD + SEC
+        self.shop.expire_all(crash_after=cut)
+
     @rule()
     def resend(self) -> None:
         self.shop.now += RESEND
@@ -616,12 +633,16 @@ class Pipeline(RuleBasedStateMachine):
         fresh, self.checked = self.shop.events[self.checked:], len(self.shop.events)
         self.oversold |= {(e["sku"], e["warehouse"]) for e in fresh if e["kind"] == "OVERSOLD"}
         self.ever_reserved |= {e["reservation_id"] for e in fresh if e["kind"] == "RESERVED"}
+        holds = self.shop.holds()
+        assert set(holds) <= set(self.shop.levels())  # no hold without its SKU's level
         for sku, level in self.shop.levels().items():
-            assert inventory.audit(level) == []
+            mine = holds.get(sku, {})
+            assert inventory.audit(level, mine.values()) == []
             held: dict[str, int] = {}
-            for _order, wh, qty, _exp in level["open"].values():
-                held[wh] = held.get(wh, 0) + qty
-            self.ever_reserved |= set(level["open"])
+            for hold in mine.values():
+                held[hold["wh"]] = held.get(hold["wh"], 0) + hold["qty"]
+            self.ever_reserved |= set(mine)
+            assert set(held) <= set(level["wh"])
             for wh, row in level["wh"].items():
                 assert row[inventory.RESERVED] == held.get(wh, 0)
                 assert row[inventory.ON_HAND] == on_hand.get((sku, wh), 0), (sku, wh)
@@ -635,16 +656,17 @@ class Pipeline(RuleBasedStateMachine):
         shop = self.shop
         shop.pump()
         # Quiet: whatever is still held belongs to an order that holds it.
-        for level in shop.levels().values():
-            for rid, (order_id, _wh, _qty, _exp) in level["open"].items():
-                alloc = shop.orders[order_id]["alloc"]
+        for holds in shop.holds().values():
+            for rid, hold in holds.items():
+                alloc = shop.orders[hold["order_id"]]["alloc"]
                 assert alloc["status"] == "RESERVED" and alloc["res"][rid]["ok"], rid
         shop.now += HOLD + SEC
         shop.expire_all()
         shop.pump()
         self.stock_holds_together()
+        assert shop.holds() == {}
         for level in shop.levels().values():
-            assert level["open"] == {}
+            assert all(row[inventory.RESERVED] == 0 for row in level["wh"].values())
         for rid in self.ever_reserved:
             ended = shop.table[f"R:{rid}"]
             # COMMIT_REJECTED: it expired first, then a late payment found no stock.
