@@ -46,18 +46,31 @@ def _cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _listening_ports() -> set[str]:
-    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=False).stdout
-    return {line.split()[3] for line in out.splitlines() if line.strip()}
+def _listeners_of(data_dir: Path) -> set[str]:
+    """Listening sockets of processes working in ``data_dir`` (by their environment or
+    command line): other processes on a shared machine do not count."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=False).stdout
+    mine = str(data_dir).encode()
+    found = set()
+    for line in out.splitlines():
+        for pid in re.findall(r"pid=(\d+)", line):
+            try:
+                proc = Path("/proc") / pid
+                owned = mine in (proc / "environ").read_bytes() or \
+                    mine in (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if owned:
+                found.add(f"{line.split()[3]} (pid {pid})")
+    return found
 
 
 def test_run_reports_from_clickhouse_and_leaves_nothing_listening(tmp_path: Path) -> None:
-    before = _listening_ports()
     done = _cli(["run", "--duration", "6", "--rate", "100"], tmp_path, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "drained: True" in done.stdout
     assert "Dead letters by reason:" in done.stdout
-    assert _listening_ports() <= before | set()
+    assert _listeners_of(tmp_path) == set()
 
     report = _cli(["report", "--json"], tmp_path, timeout=60)
     assert report.returncode == 0, report.stderr
