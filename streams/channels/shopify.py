@@ -25,6 +25,7 @@ from orderpulse.streams.channels.common import (
     loads_object,
     obj,
     require,
+    text,
 )
 from orderpulse.streams.money import to_minor
 from orderpulse.streams.pii import keyed_ref, party
@@ -147,11 +148,15 @@ def _paid(doc: dict[str, Any], total: int, currency: str) -> int:
 def _party(ctx: Context, person: dict[str, Any]) -> dict[str, Any] | None:
     if not person:
         return None
-    name = " ".join(p for p in (person.get("first_name"), person.get("last_name")) if p)
-    address = " ".join(str(person.get(k) or "") for k in ("address1", "address2")).strip()
-    return party(ctx.pii_key, name=name or person.get("name"), phone=person.get("phone"),
-                 address=address or None, province=person.get("province"),
-                 city=person.get("city"))
+    # Every field through text(): a number or object where Shopify documents a string
+    # is bad_shape (found by tests/unit/test_security_fuzz.py: a numeric first_name
+    # raised TypeError, an internal_error). The message names the type, never the value.
+    fields = {k: text(person.get(k), f"person.{k}") for k in (
+        "first_name", "last_name", "name", "phone", "address1", "address2", "province", "city")}
+    name = " ".join(p for p in (fields["first_name"], fields["last_name"]) if p)
+    address = " ".join(p for p in (fields["address1"], fields["address2"]) if p)
+    return party(ctx.pii_key, name=name or fields["name"], phone=fields["phone"],
+                 address=address or None, province=fields["province"], city=fields["city"])
 
 
 def _fulfillment(doc: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -60,6 +60,7 @@ from orderpulse.streams.channels.common import (
     id_string,
     items,
     line,
+    loads_object,
     lookup,
     obj,
     require,
@@ -107,6 +108,10 @@ def _reject_constant(name: str) -> Any:
 
 def loads_exact(body: bytes) -> dict[str, Any]:
     """The body as a JSON object with every decimal number a ``Decimal`` (never float)."""
+    # orjson validates first, as for Pinduoduo: the stdlib parser accepts lone surrogates
+    # ("\ud800"), which then fail at UTF-8 encoding as an internal_error (found by
+    # tests/unit/test_security_fuzz.py); orjson refuses them as not_json.
+    loads_object(body, "a WooCommerce order object")
     try:
         doc = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, too deep
