@@ -5,7 +5,8 @@
 # Least privilege:
 #   admin              everything; used only by `orderpulse migrate` (DDL)
 #   orderpulse_sink    INSERT on the database, nothing else (the sink runs with ORDERPULSE_APPLY_DDL=false)
-#   orderpulse_reader  SELECT on the database, readonly = 1 (Grafana, reports, analysts)
+#   orderpulse_reader  SELECT on the database, readonly = 1 (Grafana, reports, analysts),
+#                      except the dead letters' original bytes: raw deliveries carry clear PII
 #
 # tests/unit/test_compose.py reads the SQL below: keep one statement per user and grant.
 set -euo pipefail
@@ -28,4 +29,5 @@ CREATE USER IF NOT EXISTS orderpulse_sink IDENTIFIED WITH sha256_hash BY '${sink
 GRANT INSERT ON ${db}.* TO orderpulse_sink;
 CREATE USER IF NOT EXISTS orderpulse_reader IDENTIFIED WITH sha256_hash BY '${reader_sha256}' DEFAULT DATABASE ${db} SETTINGS readonly = 1, max_execution_time = 60 MAX 300 CHANGEABLE_IN_READONLY;
 GRANT SELECT ON ${db}.* TO orderpulse_reader;
+REVOKE SELECT(original_key_b64, original_value_b64) ON ${db}.dead_letters FROM orderpulse_reader;
 SQL

@@ -402,8 +402,18 @@ def grafana_datasource(kind: str) -> dict[str, Any]:
 
 def test_init_script_only_creates_users_and_grants() -> None:
     for statement in init_statements():
-        assert statement.startswith(("CREATE USER IF NOT EXISTS ", "GRANT ")), statement
+        assert statement.startswith(("CREATE USER IF NOT EXISTS ", "GRANT ", "REVOKE ")), \
+            statement
     assert set(init_grants()) == set(init_user_secrets())
+    # Revokes only take away: never a grant in disguise.
+    assert all(" FROM " in s for s in init_statements() if s.startswith("REVOKE "))
+
+
+def test_the_reader_cannot_read_raw_pii_in_dead_letters() -> None:
+    reader = grafana_datasource("grafana-clickhouse-datasource")["jsonData"]["username"]
+    revokes = [s for s in init_statements() if s.startswith("REVOKE ")]
+    assert any("original_value_b64" in s and "original_key_b64" in s and ".dead_letters " in s
+               and s.endswith(f"FROM {reader}") for s in revokes), revokes
 
 
 def test_sink_may_only_insert(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
