@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     used through clickhouse-connect instead of the in-process chdb engine.
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a mistyped value must not be echoed into the error, which the
+    # CLI prints to stderr, i.e. the step's log file; it may be a password or channel
+    # secret (ORDERPULSE_CHANNELS, KAFKA_CONFIG's sasl.password, CLICKHOUSE_PASSWORD).
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     # --- Kafka -----------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(

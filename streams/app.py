@@ -27,6 +27,7 @@ from orderpulse import names
 from orderpulse.avro import codec
 from orderpulse.catalog import Catalog
 from orderpulse.errors import InputError
+from orderpulse.kafka_security import faust_credentials
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.streams import inventory
@@ -69,6 +70,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     app = faust.App(
         f"orderpulse-streams{settings.topic_suffix}",
         broker=faust_broker_urls(settings),
+        # KAFKA_CONFIG's security settings, as Faust/aiokafka credentials (None: plaintext).
+        broker_credentials=faust_credentials(settings.kafka_config),
         store="memory://",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

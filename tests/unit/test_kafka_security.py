@@ -240,14 +240,21 @@ def test_every_translated_key_is_a_real_librdkafka_property() -> None:
             assert "No such configuration property" not in str(exc), key
 
 
-@pytest.mark.xfail(strict=True, reason="streams/app.py wiring pending (its owner adds "
-                   "broker_credentials=faust_credentials(settings.kafka_config)); remove "
-                   "this marker in the same change")
 def test_the_streams_worker_passes_the_translated_credentials_to_faust() -> None:
-    tree = ast.parse((ROOT / "streams" / "app.py").read_text())
-    apps = [c for c in ast.walk(tree) if isinstance(c, ast.Call)
-            and ast.unparse(c.func) in ("faust.App", "App")]
-    assert apps, "no faust.App(...) in streams/app.py"
-    for call in apps:
-        given = {k.arg: ast.unparse(k.value) for k in call.keywords}
-        assert given.get("broker_credentials") == "faust_credentials(settings.kafka_config)"
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    from orderpulse.metrics import Metrics
+    from orderpulse.settings import Settings
+    from orderpulse.streams.app import create_app
+
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", kafka_config={
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "orderpulse", "sasl.password": "s3cret"})
+    app = create_app(settings, Metrics.create(CollectorRegistry()))
+    credentials = app.conf.broker_credentials
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.username == "orderpulse" and credentials.password == "s3cret"
+    plain = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:1"),
+                       Metrics.create(CollectorRegistry()))
+    assert plain.conf.broker_credentials is None
