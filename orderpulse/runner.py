@@ -156,7 +156,8 @@ def start_pipeline(settings: Settings, *, steps: tuple[str, ...] = STEPS,
         if settings.embedded_kafka:
             pipeline.broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
             settings = settings.model_copy(update={
-                "kafka_bootstrap_servers": pipeline.broker.bootstrap})
+                "kafka_bootstrap_servers": pipeline.broker.bootstrap,
+                "kafka_single_record_batches": True})
         if not settings.pii_key.get_secret_value():
             settings = settings.model_copy(update={"pii_key": SecretStr(_local_pii_key(settings))})
         if "webhook" in steps and settings.webhook_port == 0:

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="Appended to every topic and consumer group name (tests isolate runs with it).",
     )
     default_partitions: int = Field(default=4, alias="ORDERPULSE_PARTITIONS")
+    kafka_single_record_batches: bool = Field(
+        default=False, alias="ORDERPULSE_KAFKA_SINGLE_RECORD_BATCHES",
+        description="Faust writes table changelogs one record per batch. For the embedded "
+        "broker (Tansu reports a partition's end as its last batch's first offset + 1, so "
+        "table recovery would stop short of a batch's tail); `orderpulse run` sets it.",
+    )
     session_timeout_s: float = Field(
         default=6.0, alias="ORDERPULSE_SESSION_TIMEOUT_S",
         description="Consumer group session timeout. 6 s is Kafka's minimum; group joins on the "

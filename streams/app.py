@@ -78,6 +78,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 0.1),
         producer_acks=-1,
+        # Embedded broker: one record per changelog batch, so the end offset it reports is
+        # right and table recovery reads every write (see kafka_single_record_batches).
+        producer_max_batch_size=1 if settings.kafka_single_record_batches else 16384,
         topic_replication_factor=1,
         topic_partitions=settings.default_partitions,
         # The pipeline's topics are declared by orderpulse.topics; Faust declares only

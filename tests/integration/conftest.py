@@ -36,6 +36,7 @@ def settings_factory(broker: EmbeddedBroker, tmp_path: Path) -> SettingsFactory:
         run_id = uuid.uuid4().hex[:10]
         settings = Settings(
             KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+            ORDERPULSE_KAFKA_SINGLE_RECORD_BATCHES=True,  # the embedded broker
             ORDERPULSE_TOPIC_SUFFIX=f".{run_id}",
             ORDERPULSE_DATA_DIR=tmp_path / run_id,
             CLICKHOUSE_DATABASE=f"op_{run_id}",

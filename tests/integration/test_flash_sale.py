@@ -91,7 +91,9 @@ def decided(settings: Settings) -> dict[str, str]:
     return verdicts
 
 
-def wait_for(check: Any, timeout_s: float = 90) -> Any:
+def wait_for(check: Any, timeout_s: float = 240) -> Any:
+    # Bounded, but generous: a multi-line order takes up to four reserve rounds, each two
+    # broker hops, and a loaded 2-core machine stretches every hop.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = check()
