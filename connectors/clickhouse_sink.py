@@ -240,6 +240,7 @@ class ClickHouseSink:
             "fetch.wait.max.ms": 100,
         })
         self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 20})
+        self._letter_failure: KafkaError | None = None
 
     # --- loop -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -322,15 +323,23 @@ class ClickHouseSink:
             letter = codec("DeadLetter").decode(dead_letter(
                 names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
                 failed_at=int(self.clock() * 1000)))
+            # Counted like every letter the sink makes: garbage arriving on orders.dlq
+            # (a misrouted producer) shows in the dead-letter rate and its alert.
+            self.metrics.dead_letters.labels(names.STEP_SINK, exc.reason).inc()
         self._add(names.TABLE_DEAD_LETTERS, [dead_letter_row(letter)])
 
     def _reject(self, msg: Message, exc: InputError) -> None:
         src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"")
         letter = dead_letter(names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
                              failed_at=int(self.clock() * 1000))
-        self.producer.produce(self.dlq_topic, key=msg.key(), value=letter)
+        self.producer.produce(self.dlq_topic, key=msg.key(), value=letter,
+                              on_delivery=self._delivered)
         self.batch.dead_letters_out += 1
         self.metrics.dead_letters.labels(names.STEP_SINK, exc.reason).inc()
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._letter_failure is None:
+            self._letter_failure = err
 
     # --- flush --------------------------------------------------------------------
     def flush(self) -> None:
@@ -344,9 +353,14 @@ class ClickHouseSink:
                 row["landed_at"] = landed
             if rows:
                 self._insert_with_retry(table, rows)
+        # A letter counts when the broker acknowledged it: flush() returning 0 only
+        # says nothing is queued any more, a refused letter included.
         if self.producer.flush(30) > 0:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT,
                                             "dead letters not acknowledged; not committing"))
+        if self._letter_failure is not None:
+            failure, self._letter_failure = self._letter_failure, None
+            raise KafkaException(failure)  # not committed: the batch is read again
         self._commit()
         self._observe()
         self.batch = Batch()

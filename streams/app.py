@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ import faust
 from orderpulse import names
 from orderpulse.avro import codec
 from orderpulse.catalog import Catalog
-from orderpulse.errors import InputError
+from orderpulse.errors import BrokerError, InputError
 from orderpulse.kafka_security import faust_credentials
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
@@ -114,20 +115,19 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(source, name=names.STEP_NORMALIZE)
     async def normalize(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            src = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-            if msg.topic == ticks:
-                worker.tick(msg.partition)
-            elif msg.topic == replies:
-                worker.reply(src)
+            src = _source(event.message)
+            if src.topic == ticks:
+                step = worker.tick_source
+            elif src.topic == replies:
+                step = worker.reply
             else:
-                worker.handle(src)
+                step = worker.handle
+            guarded(worker, step, src)
 
     @app.agent(app.topic(commands, **_RAW), name=names.STEP_STOCK)
     async def stock_agent(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            stocker.handle(Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+            guarded(stocker, stocker.handle, _source(event.message))
 
     @app.timer(interval=settings.stuck_tick_s, on_leader=True)
     async def tick_every_partition() -> None:
@@ -139,8 +139,49 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     return app
 
 
-class OrderWorker:
+def _source(msg: Any) -> Source:
+    # A null value (a tombstone) reads as empty bytes: bad input like any other.
+    return Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"")
+
+
+class _Worker:
+    """What both agents' workers share: where their bad input goes."""
+
+    step: str
+    metrics: Metrics
+    output: OutputProducer
+    topics: dict[str, str]
+
+    def dead_letter(self, src: Source, exc: InputError) -> None:
+        letter = dead_letter(self.step, src, exc, reason=exc.reason, channel=None,
+                             failed_at=_now_ms())
+        self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
+        self.metrics.dead_letters.labels(self.step, exc.reason).inc()
+
+
+def guarded(worker: _Worker, handle: Callable[[Source], None], src: Source) -> None:
+    """Run one message's step. An exception the step did not turn into data (a bug, or
+    input no rule foresaw) dead-letters the message as ``internal_error`` instead of
+    killing the agent: Faust would log it, skip the message without a trace and, for
+    a crashed agent, stop the partition. A broker failure is not the message's fault:
+    it propagates, the offset stays uncommitted and the message comes again."""
+    try:
+        handle(src)
+    except BrokerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        # The class and position only: an exception's text may quote buyer data.
+        log.error("step failed, dead-lettered step=%s topic=%s partition=%d offset=%d "
+                  "error=%s", worker.step, src.topic, src.partition, src.offset,
+                  type(exc).__name__)
+        worker.dead_letter(src, InputError(f"{type(exc).__name__} in step {worker.step}",
+                                           reason="internal_error"))
+
+
+class OrderWorker(_Worker):
     """What the agent does per message; holds no state beyond the Faust table."""
+
+    step = names.STEP_NORMALIZE
 
     def __init__(self, settings: Settings, metrics: Metrics, orders: Any,
                  output: OutputProducer, topics: dict[str, str], rules: StockRules) -> None:
@@ -187,7 +228,7 @@ class OrderWorker:
         try:
             answer = codec("InventoryReply").decode(src.value or b"")
         except InputError as exc:
-            self._dead_letter(src, exc)
+            self.dead_letter(src, exc)
             return
         now = _now_ms()
         self.metrics.stock_messages.labels("replies", "handled").inc()
@@ -197,12 +238,6 @@ class OrderWorker:
             self.orders[answer["order_id"]] = {**out.record, "p": src.partition}
         self._send(out.outputs)
         self._count(out.record["channel"] if out.record else "unknown", out)
-
-    def _dead_letter(self, src: Source, exc: InputError) -> None:
-        letter = dead_letter(names.STEP_NORMALIZE, src, exc, reason=exc.reason, channel=None,
-                             failed_at=_now_ms())
-        self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
-        self.metrics.dead_letters.labels(names.STEP_NORMALIZE, exc.reason).inc()
 
     def _count(self, channel: str, out: StepOut) -> None:
         if out.duplicate:
@@ -218,6 +253,9 @@ class OrderWorker:
             self.metrics.alerts.labels("raised").inc(out.alerts_raised)
         if out.stock_alert:
             self.metrics.out_of_stock_orders.labels(channel, out.stock_alert).inc()
+
+    def tick_source(self, src: Source) -> None:
+        self.tick(src.partition)
 
     def tick(self, partition: int) -> None:
         """Stuck checks for this partition's orders; drop finished orders past the window."""
@@ -263,8 +301,10 @@ def sweep_command(now_ms: int) -> dict[str, Any]:
             "at": now_ms}
 
 
-class StockWorker:
+class StockWorker(_Worker):
     """The stock agent's work per command; state lives in the ``stock`` table only."""
+
+    step = names.STEP_STOCK
 
     def __init__(self, settings: Settings, metrics: Metrics, stock: Any,
                  output: OutputProducer, topics: dict[str, str]) -> None:
@@ -282,10 +322,7 @@ class StockWorker:
         try:
             cmd = inventory.as_command(codec("InventoryCommand").decode(src.value or b""))
         except InputError as exc:
-            letter = dead_letter(names.STEP_STOCK, src, exc, reason=exc.reason, channel=None,
-                                 failed_at=_now_ms())
-            self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
-            self.metrics.dead_letters.labels(names.STEP_STOCK, exc.reason).inc()
+            self.dead_letter(src, exc)
             return
         now = _now_ms()
         if cmd["kind"] == "SWEEP":

@@ -23,9 +23,16 @@ the side records; ``repair`` completes what the level carries but the table
 lacks (a record missing or older, a deleted key still there). Changelog writes
 keep their order within a partition, so after a crash either all are there, or
 the level and some of its side records (and repair completes them), or none
-(and the re-delivered command applies it): never applied twice. With the level
-there, the change's events were never sent (the agent writes before it sends):
-the re-delivered command sends them.
+(and the re-delivered command applies it): never applied twice.
+
+The table (Faust's producer, to the changelog) and the ledger, replies and levels
+(the output producer) are written by two producers, so at a crash either can be
+ahead of the other. A re-delivered command that finds its own change in effect
+therefore sends that change's ledger event again, with the same ``event_id``
+(``<command_id>/<kind>``) and the levels as they are now; the ledger is keyed by
+event id downstream, so a copy collapses. What an event needs that the command
+does not carry (a refusal's reason, how a commit was made, whether an adjustment
+oversold) is kept on the ``R:``/``A:`` record.
 
 Every function takes ``get`` (the table lookup) and returns what to write and
 send; the agent does the I/O. The sweep, which scans its partition's entries
@@ -37,6 +44,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from orderpulse.errors import InputError
 
 Get = Callable[[str], dict[str, Any] | None]
 Write = tuple[str, dict[str, Any] | None]  # (key, value); None deletes the key
@@ -135,11 +144,6 @@ def _close(res_id: str, ended: dict[str, Any]) -> list[Write]:
     return [(f"R:{res_id}", ended), (f"O:{res_id}", None)]
 
 
-def _closed_last(level: dict[str, Any], res_id: str) -> bool:
-    """Whether the level's last change ended the open reservation ``res_id``."""
-    return any(key == f"O:{res_id}" and record is None for key, record in level["last"])
-
-
 def _ended(res_id: str, state: str, order_id: str, sku: str, wh: str, qty: int, now_ms: int,
            restored: int = 0) -> dict[str, Any]:
     return {"state": state, "reservation_id": res_id, "order_id": order_id, "sku": sku,
@@ -147,7 +151,10 @@ def _ended(res_id: str, state: str, order_id: str, sku: str, wh: str, qty: int, 
 
 
 def as_command(decoded: dict[str, Any]) -> dict[str, Any]:
-    """A decoded ``InventoryCommand`` with its times as epoch ms (Avro gives datetimes)."""
+    """A decoded ``InventoryCommand`` with its times as epoch ms (Avro gives datetimes);
+    one the schema admits but no handler can apply is bad input."""
+    if decoded["kind"] == "ADJUST" and not decoded.get("warehouses"):
+        raise InputError("ADJUST names no warehouse", reason="missing_field")
     return {**decoded, **{k: _epoch_ms(decoded.get(k)) for k in ("at", "expires_at")}}
 
 
@@ -170,15 +177,6 @@ def _level_of(get: Get, fixes: list[Write], sku: str) -> dict[str, Any]:
     return _copy(level) if level else new_level(sku)
 
 
-def _repaired(fixes: list[Write], *keys: str) -> bool:
-    """Whether any of ``keys`` is being repaired: its change crashed between the writes.
-
-    The agent writes before it sends, so that crash also lost the change's events;
-    the re-delivered command sends them (same event ids) instead of only answering.
-    """
-    return any(k in keys for k, _record in fixes)
-
-
 def _side(get: Get, fixes: list[Write], key: str) -> dict[str, Any] | None:
     """A side record as it is once ``fixes`` are written (None: absent or being deleted)."""
     for k, record in fixes:
@@ -191,16 +189,18 @@ def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     level, res_id, qty = _level_of(get, fixes, cmd["sku"]), cmd["reservation_id"], cmd["quantity"]
     hold = _side(get, fixes, f"O:{res_id}")
     if hold is not None:
-        out = StockOut(replies=_reply(cmd, True, "already_reserved", hold["wh"], now_ms))
-        if _repaired(fixes, f"O:{res_id}"):
-            out.events.append(_event("RESERVED", cmd, level, hold["wh"], hold["qty"], "",
-                                     now_ms))
-        return out
+        return StockOut(replies=_reply(cmd, True, "already_reserved", hold["wh"], now_ms),
+                        events=[_event("RESERVED", cmd, level, hold["wh"], hold["qty"], "",
+                                       now_ms)])
     ended = _side(get, fixes, f"R:{res_id}")
     if ended is not None:
         ok = ended["state"] in ("COMMITTED", "RESTORED")
-        return StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
-                                       ended["wh"], now_ms))
+        out = StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
+                                      ended["wh"], now_ms))
+        if ended["state"] == "RESERVE_REJECTED" and "reason" in ended:
+            out.events.append(_event("RESERVE_REJECTED", cmd, level, ended.get("first"),
+                                     ended["qty"], ended["reason"], now_ms))
+        return out
     for wh in cmd["warehouses"] or sorted(level["wh"]):
         row = level["wh"].get(wh)
         if row is not None and available(row) >= qty:
@@ -219,9 +219,8 @@ def _reserve(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     # The refusal is recorded like any answer: a copy of this command that comes
     # after stock arrived (a resend, a retry) must not reserve units the order has
     # already counted as refused; nobody would own them until the hold expired.
-    record = _ended(res_id, "RESERVE_REJECTED", cmd["order_id"] or "", cmd["sku"], "", qty,
-                    now_ms)
-    record["seq"] = level["seq"]
+    record = {**_ended(res_id, "RESERVE_REJECTED", cmd["order_id"] or "", cmd["sku"], "", qty,
+                       now_ms), "reason": reason, "first": first, "seq": level["seq"]}
     return StockOut(writes=[(f"R:{res_id}", record)],
                     events=[_event("RESERVE_REJECTED", cmd, level, first, qty, reason, now_ms)],
                     replies=_reply(cmd, False, reason, None, now_ms))
@@ -246,13 +245,12 @@ def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
         ok = ended["state"] != "COMMIT_REJECTED"
         out = StockOut(replies=_reply(cmd, ok, f"already_{ended['state'].lower()}",
                                       ended["wh"], now_ms, ended["qty"]))
-        if _repaired(fixes, f"R:{res_id}", f"O:{res_id}") and ended["state"] == "COMMITTED" \
-                and not ended.get("restored"):
-            # The crashed change ended an open reservation, or (no O: key to
-            # delete) committed one that had expired.
-            how = "" if _closed_last(level, res_id) else "recommitted_after_expiry"
-            out.events.append(_event("COMMITTED", cmd, level, ended["wh"], ended["qty"], how,
-                                     now_ms))
+        if ok:  # committed (restored since, or not): the commit's own event
+            out.events.append(_event("COMMITTED", cmd, level, ended["wh"], ended["qty"],
+                                     ended.get("how", ""), now_ms))
+        else:
+            out.events.append(_event("COMMIT_REJECTED", cmd, level, ended["wh"] or None,
+                                     ended["qty"], "reservation_expired_no_stock", now_ms))
         return out
     # Paid after the reservation expired (or was released): the stock is
     # re-checked, and a payment without stock is flagged, never oversold.
@@ -262,8 +260,9 @@ def _commit(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
         row = level["wh"].get(wh)
         if row is not None and available(row) >= qty:
             row[ON_HAND] -= qty
-            out = _bump(level, [(f"R:{res_id}", _ended(res_id, "COMMITTED", cmd["order_id"],
-                                                        cmd["sku"], wh, qty, now_ms))])
+            record = {**_ended(res_id, "COMMITTED", cmd["order_id"], cmd["sku"], wh, qty,
+                               now_ms), "how": "recommitted_after_expiry"}
+            out = _bump(level, [(f"R:{res_id}", record)])
             out.events.append(_event("COMMITTED", cmd, level, wh, qty,
                                      "recommitted_after_expiry", now_ms))
             out.replies = _reply(cmd, True, "recommitted_after_expiry", wh, now_ms, qty)
@@ -294,7 +293,7 @@ def _release(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
     if ended is not None:
         out = StockOut(replies=_reply(cmd, True, f"already_{ended['state'].lower()}",
                                       ended["wh"], now_ms, 0))
-        if _repaired(fixes, f"R:{res_id}", f"O:{res_id}") and ended["state"] == "RELEASED":
+        if ended["state"] == "RELEASED" and ended["qty"]:  # not the marker below
             out.events.append(_event("RELEASED", cmd, level, ended["wh"], ended["qty"],
                                      cmd.get("reason", ""), now_ms))
         return out
@@ -317,11 +316,9 @@ def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
                                        None, now_ms, 0))
     done = _side(get, fixes, done_key)
     if done is not None:
-        out = StockOut(replies=_reply(cmd, True, "already_restored", ended["wh"], now_ms, 0))
-        if _repaired(fixes, done_key):
-            out.events.append(_event("RESTORED", cmd, level, ended["wh"], done.get("qty", 0),
-                                     cmd.get("reason", ""), now_ms))
-        return out
+        return StockOut(replies=_reply(cmd, True, "already_restored", ended["wh"], now_ms, 0),
+                        events=[_event("RESTORED", cmd, level, ended["wh"], done.get("qty", 0),
+                                       cmd.get("reason", ""), now_ms)])
     qty = min(cmd["quantity"], ended["qty"] - ended.get("restored", 0))
     wh = ended["wh"]
     level["wh"].setdefault(wh, [0, 0, 0])[ON_HAND] += qty
@@ -339,11 +336,9 @@ def _restore(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOu
 def _adjust(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut:
     level, key = _level_of(get, fixes, cmd["sku"]), f"A:{cmd['command_id']}"
     wh = cmd["warehouses"][0]
-    if _side(get, fixes, key) is not None:
-        # Applied once; after a crash between the writes its events are still owed
-        # (the row's value before is gone: a row below zero counts as just oversold).
-        return StockOut(events=_adjusted(cmd, level, wh, 0, now_ms)
-                        if _repaired(fixes, key) else [])
+    done = _side(get, fixes, key)
+    if done is not None:  # applied once; its events again (see the module docstring)
+        return StockOut(events=_adjusted(cmd, level, wh, done.get("oversold", 0), now_ms))
     row = level["wh"].setdefault(wh, [0, 0, 0])
     before = available(row)
     mode, qty = cmd["adjust_mode"], cmd["quantity"]
@@ -353,24 +348,24 @@ def _adjust(get: Get, fixes: list, cmd: dict[str, Any], now_ms: int) -> StockOut
         row[ON_HAND] += qty
     else:
         row[SAFETY] = qty
-    out = _bump(level, [(key, {"at": now_ms})])
-    out.events = _adjusted(cmd, level, wh, before, now_ms)
+    # A count below what is promised: the only way available goes negative, and
+    # it is recorded as an oversell, never silent. Per row that goes below zero,
+    # not per flag: the SKU's flag outlives an oversell that a release or an
+    # expiry ended, and the next one would pass unrecorded.
+    oversold = -available(row) if available(row) < 0 <= before else 0
+    out = _bump(level, [(key, {"at": now_ms, "oversold": oversold})])
+    out.events = _adjusted(cmd, level, wh, oversold, now_ms)
     level["oversold"] = any(available(r) < 0 for r in level["wh"].values())
     out.level = stock_level(level, now_ms)
     return out
 
 
-def _adjusted(cmd: dict[str, Any], level: dict[str, Any], wh: str, before: int,
+def _adjusted(cmd: dict[str, Any], level: dict[str, Any], wh: str, oversold: int,
               now_ms: int) -> list[dict[str, Any]]:
-    row = level["wh"][wh]
     events = [_event("ADJUSTED", cmd, level, wh, cmd["quantity"],
                      f"{cmd['adjust_mode']}:{cmd.get('reason', '')}", now_ms)]
-    # A count below what is promised: the only way available goes negative, and
-    # it is recorded as an oversell, never silent. Per row that goes below zero,
-    # not per flag: the SKU's flag outlives an oversell that a release or an
-    # expiry ended, and the next one would pass unrecorded.
-    if available(row) < 0 <= before:
-        events.append(_event("OVERSOLD", cmd, level, wh, -available(row),
+    if oversold:
+        events.append(_event("OVERSOLD", cmd, level, wh, oversold,
                              "adjustment_below_reserved", now_ms))
     return events
 
