@@ -4,19 +4,23 @@ baselines measured in the same run (the machine is noisy; ratios travel).
     a  confluent-kafka consume -> produce loop (pass-through): the transport limit
     b  naive Faust agent: ``await topic.send()`` per event (pass-through)
     c  Faust agent that only consumes
-    d  this pipeline: raw topic -> streams worker -> sink -> ClickHouse rows
-    L  latency of d at a fixed offered rate: channel event time to ClickHouse row
+    d  this pipeline: raw topics (ten channels' mix, 10% duplicates, 5% out of order)
+       -> streams worker -> sink -> ClickHouse rows
+    d2 the same with two streams workers sharing the partitions
+    L  latency of d (and L2 of d2) at a fixed offered rate: channel event time to row
 
 The other suites: ``bench_connectors`` (connectors), ``normalize_figures``
 (normalize) and ``bench_inventory`` (inventory: the stock agent).
 
 Every figure counts events from the first one consumed to the last one out,
-so process start-up and group joins are not in the rates.
+so process start-up and group joins are not in the rates. Next to d the suite
+reports what one streams worker costs: CPU per raw event and resident memory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,7 +42,7 @@ from orderpulse.clickhouse import EmbeddedClickHouse
 from orderpulse.connectors.sandbox.base import Delivery
 from orderpulse.connectors.sandbox.driver import NO_FAULTS, Faults, Sandbox
 from orderpulse.connectors.sandbox.shopify import SHOP
-from orderpulse.procs import spawn, wait_for_metrics
+from orderpulse.procs import Child, spawn, wait_for_metrics
 from orderpulse.runner import Pipeline, settings_env, start_pipeline
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
@@ -80,6 +84,65 @@ def raw_events(count: int, seed: int = 11,
             "request_id": f"b{i}",
             "received_at": time.time_ns() // 1_000_000, "headers": {},
             "content_type": "application/json", "body": d.body}))
+
+
+@dataclass
+class Mix:
+    """Raw records of every channel, in arrival order: ``(raw topic base, key, value)``;
+    ``units``: what the pipeline turns them into (normalized events + dead letters),
+    computed offline with the same pure step the worker runs."""
+
+    records: list[tuple[str, bytes, bytes]]
+    units: int
+
+
+def channel_mix(count: int, seed: int = 3, duplicate: float = 0.10, late: float = 0.05) -> Mix:
+    """``count`` raw records of the ten simulated channels (webhook pushes, poll pages,
+    carriers), as the connectors would publish them; ``duplicate`` of them delivered
+    again a few records later (a channel's retry), ``late`` overtaken by up to 50 later
+    ones (out of order)."""
+    import random
+
+    from orderpulse.connectors.base import raw_event
+    from orderpulse.connectors.sandbox.capture import capture, sandbox_config
+    from orderpulse.streams.steps import Source, normalize_message
+
+    rng, raw_codec = random.Random(seed), codec("RawEvent")  # noqa: S311 - a workload
+    # About 0.8 records per lifecycle step (poll pages bundle some): enough for ``count``.
+    captured = capture(sandbox_config(), steps=count * 3 // 2, seed=seed)
+    by_channel: dict[str, list[tuple[str, bytes, bytes]]] = {}
+    for i, (ch, mode, r) in enumerate(captured):
+        by_channel.setdefault(ch, []).append((names.raw_topic(ch), r.key.encode(), raw_codec.encode(
+            raw_event(ch, mode, r, received_at=time.time_ns() // 1_000_000, request_id=f"m{i}"))))
+    # The capture lists pushes, then each poller's pages: merge the channels at random,
+    # each in its own order, so that any prefix has every channel in proportion.
+    records: list[tuple[str, bytes, bytes]] = []
+    queues = {ch: list(reversed(recs)) for ch, recs in by_channel.items()}
+    while queues:
+        ch = rng.choices(list(queues), weights=[len(q) for q in queues.values()])[0]
+        records.append(queues[ch].pop())
+        if not queues[ch]:
+            del queues[ch]
+    arrival: list[tuple[float, tuple[str, bytes, bytes]]] = []
+    for i, record in enumerate(records):
+        arrival.append((i + (rng.uniform(1, 50) if rng.random() < late else 0), record))
+        if rng.random() < duplicate:
+            arrival.append((i + rng.uniform(1, 10), record))
+    ordered = [r for _at, r in sorted(arrival, key=lambda a: a[0])][:count]
+    now = time.time_ns() // 1_000_000
+    units = sum(len(result.events) or 1 for result in (
+        normalize_message(Source("bench", 0, 0, key, value), now_ms=now, pii_key=b"bench")
+        for _base, key, value in ordered))
+    return Mix(ordered, units)
+
+
+def fill_mix(settings: Settings, mix: Mix) -> None:
+    producer = Producer({**settings.kafka_client_config(), "linger.ms": 20,
+                         "enable.idempotence": True})
+    for base, key, value in mix.records:
+        producer.produce(topic_name(settings, base), key=key, value=value)
+        producer.poll(0)
+    producer.flush(60)
 
 
 def fill(settings: Settings, topic: str, events: list[tuple[bytes, bytes]]) -> None:
@@ -149,31 +212,73 @@ def faust_child_main(mode: str) -> None:
                 await dst.send(key=event.key, value=event.value)
             counter.inc()
 
-    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False
-                 ).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
+    # As in the streams worker: Faust's spinner would turn on DEBUG logging in the
+    # whole process, and the baselines would pay for it (see run_worker).
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
-def _poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
-    """Events/s between the first observed progress and reaching ``count``."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+@dataclass
+class Timed:
+    rate: float  # events/s
+    cpu_us: float = float("nan")  # CPU of the watched process per event, microseconds
+
+
+def _timed(read: Any, count: int, pid: int | None = None, timeout_s: float = 300) -> Timed:
+    """Events/s between the first observed progress and reaching ``count``.
+
+    Polls every 20 ms until the first progress and near the end, and a few times a
+    second in between: every poll scrapes a worker's metrics under its GIL (at a
+    steady 50 polls/s, py-spy put about 10% of the worker there).
+    """
     deadline = time.monotonic() + timeout_s
-    first_at, first_n = 0.0, 0.0
+    first_at, first_n, first_cpu = 0.0, 0.0, 0.0
     while time.monotonic() < deadline:
         n = read()
         now = time.perf_counter()
         if n > 0 and not first_at:
             first_at, first_n = now, n
+            first_cpu = cpu_seconds(pid) if pid else 0.0
         if n >= count:
-            return (count - first_n) / (now - first_at) if now > first_at else float("nan")
-        time.sleep(0.02)
+            if now <= first_at:
+                return Timed(float("nan"))
+            cpu = (cpu_seconds(pid) - first_cpu) / (count - first_n) * 1e6 if pid else float("nan")
+            return Timed((count - first_n) / (now - first_at), cpu)
+        pause = 0.02
+        if first_at and n > first_n:
+            remaining_s = (count - n) * (now - first_at) / (n - first_n)
+            pause = min(0.25, max(0.02, remaining_s / 4))
+        time.sleep(pause)
     raise TimeoutError(f"benchmark stalled at {read()} of {count}")
 
 
+def _poll_rate(read: Any, count: int, timeout_s: float = 300) -> float:
+    return _timed(read, count, timeout_s=timeout_s).rate
+
+
 def faust_agent(settings: Settings, mode: str, count: int, log_dir: Path) -> float:
+    return faust_agent_timed(settings, mode, count, log_dir).rate
+
+
+def faust_agent_timed(settings: Settings, mode: str, count: int, log_dir: Path) -> Timed:
     child = spawn(f"bench-{mode}", ["bench-agent", mode], settings_env(settings), free_port(),
                   log_dir)
     try:
         wait_for_metrics(child)
-        return _poll_rate(lambda: total(child.samples(), BENCH_COUNTER), count)
+        return _timed(lambda: total(child.samples(), BENCH_COUNTER), count, child.process.pid)
     finally:
         child.stop()
 
@@ -186,11 +291,55 @@ def _pipeline_progress(pipeline: Pipeline) -> float:
     return c["landed"] + c["dead_landed"] + total(pipeline.samples(), "orderpulse_duplicates_total")
 
 
-def pipeline_rate(settings: Settings, count: int) -> tuple[float, Pipeline]:
+@dataclass
+class PipelineRun:
+    timed: Timed  # the rate, and the streams worker's CPU per raw event
+    rss_mb: dict[str, float]  # resident memory per step process at the end
+
+
+def start_workers(settings: Settings, workers: int) -> tuple[Pipeline, list[Child]]:
+    """The streams worker(s) and the sink; ``workers`` > 1 adds workers to the same
+    group, so the partitions are shared out among them (production's scale-out)."""
     pipeline = start_pipeline(settings, steps=("streams", "sink"))
-    # Every raw event ends as an order_events row or a dead_letters row.
-    rate = _poll_rate(lambda: _pipeline_progress(pipeline), count)
-    return rate, pipeline
+    extra: list[Child] = []
+    try:
+        for n in range(2, workers + 1):
+            extra.append(spawn(f"streams-{n}", ["streams"], settings_env(pipeline.settings),
+                               free_port(), pipeline.settings.data_dir / "logs"))
+            wait_for_metrics(extra[-1])
+            pipeline.children[extra[-1].name] = extra[-1]
+    except BaseException:
+        stop_workers(pipeline, extra)
+        raise
+    return pipeline, extra
+
+
+def stop_workers(pipeline: Pipeline, extra: list[Child]) -> None:
+    for child in extra:  # upstream of the sink, like the first worker
+        child.stop()
+    pipeline.stop()
+
+
+def pipeline_rate(settings: Settings, mix: Mix, workers: int = 1,
+                  after_join: bool = False) -> PipelineRun:
+    """d: raw records of the channel mix to ClickHouse rows, in raw records per second.
+    ``after_join``: the mix is written once the workers have joined their group (else
+    the raw topics are expected to hold it already)."""
+    pipeline, extra = start_workers(settings, workers)
+    try:
+        if after_join:
+            time.sleep(2 * settings.session_timeout_s)  # the group settles, then the input
+            fill_mix(settings, mix)
+        # Every normalized event ends as an order_events row (or is recognised as a
+        # duplicate), every bad record as a dead_letters row.
+        timed = _timed(lambda: _pipeline_progress(pipeline), mix.units,
+                       pipeline.children["streams"].process.pid)
+        per_record = mix.units / len(mix.records)
+        timed = Timed(timed.rate / per_record, timed.cpu_us * per_record)
+        memory = {name: rss_mb(child.process.pid) for name, child in pipeline.children.items()}
+    finally:
+        stop_workers(pipeline, extra)
+    return PipelineRun(timed, memory)
 
 
 def lifecycle_rate(settings: Settings, count: int) -> float:
@@ -203,6 +352,27 @@ def lifecycle_rate(settings: Settings, count: int) -> float:
         return _poll_rate(lambda: pipeline.counts()["consumed"], count)
     finally:
         pipeline.stop()
+
+
+def sink_rate(settings: Settings, raw: list[tuple[bytes, bytes]]) -> tuple[Timed, float]:
+    """s: the sink alone over the normalized events of ``raw`` (pre-filled, as the
+    streams worker would have written them): rows/s of one sink process, and the
+    insert rate of ClickHouse itself (rows per second spent inside inserts)."""
+    from orderpulse.streams.steps import Source, normalize_message
+
+    now = time.time_ns() // 1_000_000
+    normalized = [out for key, value in raw for out in normalize_message(
+        Source("bench", 0, 0, key, value), now_ms=now, pii_key=b"bench").outputs]
+    fill(settings, topic_name(settings, names.TOPIC_NORMALIZED), normalized)
+    pipeline = start_pipeline(settings, steps=("sink",))
+    try:
+        timed = _timed(lambda: pipeline.counts()["landed"], len(normalized),
+                       pipeline.children["sink"].process.pid)
+        samples = pipeline.samples()
+    finally:
+        pipeline.stop()
+    inserted = total(samples, "orderpulse_sink_batch_rows_sum")
+    return timed, inserted / max(total(samples, "orderpulse_sink_batch_seconds_sum"), 1e-9)
 
 
 # --- L: latency at a fixed offered rate -----------------------------------------------
@@ -239,14 +409,15 @@ def offered_load(settings: Settings, rate: float, seconds: float) -> int:
     return count
 
 
-def latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
-    pipeline = start_pipeline(settings, steps=("streams", "sink"))
+def latency(settings: Settings, rate: float, seconds: float,
+            workers: int = 1) -> dict[str, float]:
+    pipeline, extra = start_workers(settings, workers)
     try:
         time.sleep(2 * settings.session_timeout_s)  # let both groups join before the clock runs
         count = offered_load(settings, rate, seconds)
         _poll_rate(lambda: _pipeline_progress(pipeline), count)
     finally:
-        pipeline.stop()
+        stop_workers(pipeline, extra)
     client = EmbeddedClickHouse(str(settings.chdb_path), settings.clickhouse_database)
     try:
         [row] = client.query_rows(
@@ -274,7 +445,9 @@ def settings_for(base: Settings, bootstrap: str, data_dir: Path) -> Settings:
     settings = base.model_copy(update={
         "kafka_bootstrap_servers": bootstrap, "topic_suffix": f".bench{run}",
         "data_dir": data_dir / run, "clickhouse_database": f"bench_{run}",
-        "clickhouse_url": None, "log_level": "WARNING"})
+        "clickhouse_url": None, "log_level": "WARNING",
+        # The embedded broker, configured as `orderpulse run` configures it.
+        "kafka_single_record_batches": True})
     declare_topics(settings)
     return settings
 
@@ -286,36 +459,62 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
         settings = settings_for(base, broker.bootstrap, data_dir)
         out.write(f"filling {events} raw events ...\n")
         out.flush()
-        fill(settings, topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY)),
-             list(raw_events(events)))
+        raw = list(raw_events(events))
+        fill(settings, topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY)), raw)
         src = topic_name(settings, names.raw_topic(names.CHANNEL_SHOPIFY))
+        mix = channel_mix(events)
+        out.write(f"channel mix: {len(mix.records)} raw records, {mix.units} events\n")
+        out.flush()
         a = confluent_loop(settings, src, topic_name(settings, "bench.out.a"), events)
         out.write(f"a confluent loop     {a:9.0f} events/s\n")
         out.flush()
         b = faust_agent(settings, "naive", events, log_dir)
         out.write(f"b naive Faust send   {b:9.0f} events/s\n")
         out.flush()
-        c = faust_agent(settings, "consume", events, log_dir)
+        c_run = faust_agent_timed(settings, "consume", events, log_dir)
+        c = c_run.rate
         out.write(f"c Faust consume-only {c:9.0f} events/s\n")
         out.flush()
-        d, pipeline = pipeline_rate(settings, events)
-        pipeline.stop()
+        fill_mix(settings, mix)
+        d_run = pipeline_rate(settings, mix)
+        d = d_run.timed.rate
         out.write(f"d pipeline to rows   {d:9.0f} events/s\n")
+        out.flush()
+        d2 = pipeline_rate(settings_for(base, broker.bootstrap, data_dir), mix, workers=2,
+                           after_join=True).timed.rate
+        out.write(f"d2 two workers       {d2:9.0f} events/s\n")
+        out.flush()
+        sink, insert_rate = sink_rate(settings_for(base, broker.bootstrap, data_dir), raw)
+        out.write(f"s sink alone         {sink.rate:9.0f} rows/s\n")
         out.flush()
         e = lifecycle_rate(settings_for(base, broker.bootstrap, data_dir), events)
         out.write(f"e normalize+dedup+lifecycle (10% dup, 5% late) {e:9.0f} events/s\n")
         out.flush()
         lat = latency(settings_for(base, broker.bootstrap, data_dir), 1000, 10)
+        lat2 = latency(settings_for(base, broker.bootstrap, data_dir), 1000, 10, workers=2)
     return [
         Figure("a: confluent-kafka consume->produce loop", a, "events/s", "1.00 (baseline)"),
         Figure("b: naive Faust agent, await send per event", b, "events/s", f"{b / a:.3f} x a"),
         Figure("c: Faust agent, consume only", c, "events/s", f"{c / a:.3f} x a"),
-        Figure("d: orderpulse raw topic -> ClickHouse rows", d, "events/s",
+        Figure("d: orderpulse raw topics -> ClickHouse rows, ten channels' mix with 10% "
+               "duplicates and 5% out of order", d, "raw records/s",
                f"{d / a:.3f} x a; {d / c:.2f} x c; {d / b:.2f} x b"),
+        Figure("d2: d with two streams workers in one group", d2, "raw records/s",
+               f"{d2 / c:.2f} x c; {d2 / b:.2f} x b; {d2 / d:.2f} x d"),
         Figure("e: streams worker alone (normalize, dedup, lifecycle), 10% duplicates, "
                "5% out of order", e, "events/s", f"{e / c:.2f} x c"),
+        Figure("W: streams worker CPU per raw event during d (all its threads)",
+               d_run.timed.cpu_us, "µs", f"{d_run.timed.cpu_us / c_run.cpu_us:.1f} x c's "
+               f"{c_run.cpu_us:,.0f} µs per event"),
+        Figure("M: streams worker resident memory at the end of d", d_run.rss_mb["streams"],
+               "MiB", f"sink {d_run.rss_mb['sink']:,.0f} MiB"),
+        Figure("s: sink alone, orders.normalized -> order_events rows", sink.rate, "rows/s",
+               f"{sink.cpu_us:,.0f} µs CPU per row; inside ClickHouse inserts "
+               f"{insert_rate:,.0f} rows/s"),
         Figure("L: d at 1,000 events/s offered, p50 event->row", lat["p50"], "s"),
         Figure("L: d at 1,000 events/s offered, p99 event->row", lat["p99"], "s"),
+        Figure("L2: d2 at 1,000 events/s offered, p50 event->row", lat2["p50"], "s"),
+        Figure("L2: d2 at 1,000 events/s offered, p99 event->row", lat2["p99"], "s"),
     ]
 
 

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         description="Consumer group session timeout. 6 s is Kafka's minimum; group joins on the "
         "embedded broker take about half of it.",
     )
+    stream_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, alias="ORDERPULSE_STREAM_FETCH_MAX_WAIT_MS",
+        description="The streams worker's fetch.max.wait.ms (Faust fixes 1500). The embedded "
+        "broker answers a fetch only near this wait even when data is there, so it bounds "
+        "each hop's latency; lower costs more fetch requests while idle.",
+    )
 
     # --- ClickHouse ------------------------------------------------------------
     clickhouse_url: str | None = Field(

@@ -32,6 +32,7 @@ from orderpulse.kafka_security import faust_credentials
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.streams import inventory
+from orderpulse.streams.consumer import use_consumer
 from orderpulse.streams.lifecycle import DEFAULT_LIMITS_S, FINAL, Limits, Peak
 from orderpulse.streams.orders import StepOut, StockRules, on_event, on_reply, on_tick, with_stock
 from orderpulse.streams.output import FlushBeforeCommit, OutputProducer
@@ -88,6 +89,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         # its table changelog (it exists already when ours are there).
         topic_allow_declare=True,
     )
+    # The fetch wait, and records fetched across a seek read again (streams/consumer.py).
+    use_consumer(app, settings.stream_fetch_max_wait_ms)
     # Every channel's raw topic: a channel without a normalizer yet is dead-lettered
     # (reason unknown_channel, original bytes kept), never left unread. The tick
     # topic is co-partitioned with them: a tick on partition p checks p's orders.
@@ -399,4 +402,7 @@ def run_worker(settings: Settings, metrics: Metrics) -> None:
     metrics.up.labels(names.STEP_NORMALIZE).set(1)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                           redirect_stdouts=False)
+    # No terminal spinner: to spin on every log record, Faust sets the root logger to
+    # DEBUG, so every debug call in Faust and aiokafka built a record (3% of the worker).
+    worker.spinner = None
     worker.execute_from_commandline()
