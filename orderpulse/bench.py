@@ -7,7 +7,8 @@ baselines measured in the same run (the machine is noisy; ratios travel).
     d  this pipeline: raw topics (ten channels' mix, 10% duplicates, 5% out of order)
        -> streams worker -> sink -> ClickHouse rows
     d2 the same with two streams workers sharing the partitions
-    L  latency of d (and L2 of d2) at a fixed offered rate: channel event time to row
+    L  latency of d (and L2 of d2) at a fixed offered rate: channel event time to row;
+       Lh the same at half of d's measured rate (the path, not a queue)
 
 The other suites: ``bench_connectors`` (connectors), ``normalize_figures``
 (normalize) and ``bench_inventory`` (inventory: the stock agent).
@@ -492,6 +493,9 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
         out.flush()
         lat = latency(settings_for(base, broker.bootstrap, data_dir), 1000, 10)
         lat2 = latency(settings_for(base, broker.bootstrap, data_dir), 1000, 10, workers=2)
+        # And below capacity (half of d): the latency of the path itself, not of a queue.
+        half = max(round(d / 2, -1), 10)
+        lat_half = latency(settings_for(base, broker.bootstrap, data_dir), half, 20)
     return [
         Figure("a: confluent-kafka consume->produce loop", a, "events/s", "1.00 (baseline)"),
         Figure("b: naive Faust agent, await send per event", b, "events/s", f"{b / a:.3f} x a"),
@@ -515,6 +519,10 @@ def measure(base: Settings, events: int, out: TextIO) -> list[Figure]:
         Figure("L: d at 1,000 events/s offered, p99 event->row", lat["p99"], "s"),
         Figure("L2: d2 at 1,000 events/s offered, p50 event->row", lat2["p50"], "s"),
         Figure("L2: d2 at 1,000 events/s offered, p99 event->row", lat2["p99"], "s"),
+        Figure(f"Lh: d at {half:,.0f} events/s offered (half of d), p50 event->row",
+               lat_half["p50"], "s"),
+        Figure(f"Lh: d at {half:,.0f} events/s offered (half of d), p99 event->row",
+               lat_half["p99"], "s"),
     ]
 
 
