@@ -45,7 +45,7 @@ from orderpulse.settings import Settings
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
 from tests.integration.conftest import PipelineFactory, SettingsFactory, group_offsets
-from tests.unit.helpers import fixture_bytes, raw_bytes
+from tests.unit.helpers import created_event, fixture_bytes, raw_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +71,7 @@ class Poison:
 # --- records ------------------------------------------------------------------------
 
 def order_event(n: int) -> dict[str, Any]:
-    t = NOW_MS - 60_000 + n
-    return {
-        "event_id": f"poison-good-{n}", "order_id": f"shopify:{n}", "channel": "shopify",
-        "shop_id": "s", "channel_order_id": str(n), "event_type": "CREATED",
-        "status": "PENDING_PAYMENT", "refund_status": "NONE", "raw_status": "financial=pending",
-        "event_time": t, "source_tz": "-05:00", "received_at": t, "processed_at": t,
-        "currency": "USD", "total_minor": 100 + n, "paid_minor": 0, "discount_minor": 0,
-        "shipping_minor": 0, "tax_minor": 0, "refunded_minor": 0, "lines": [],
-        "buyer_ref": None, "trace_id": f"t{n}", "source_event_id": None,
-    }
+    return created_event(n, event_id=f"poison-good-{n}", at_ms=NOW_MS - 60_000 + n)
 
 
 def reply(n: int) -> dict[str, Any]:

@@ -19,21 +19,13 @@ from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.topics import topic_name
 from tests.integration.conftest import SettingsFactory, group_offsets
+from tests.unit.helpers import created_event
 
 pytestmark = pytest.mark.integration
 
 
 def order_event(n: int) -> dict[str, object]:
-    t = 1_794_409_200_000 + n
-    return {
-        "event_id": f"e{n:05d}", "order_id": f"shopify:{n}", "channel": "shopify",
-        "shop_id": "s", "channel_order_id": str(n), "event_type": "CREATED",
-        "status": "PENDING_PAYMENT", "refund_status": "NONE", "raw_status": "financial=pending",
-        "event_time": t, "source_tz": "-05:00", "received_at": t, "processed_at": t,
-        "currency": "USD", "total_minor": 100 + n, "paid_minor": 0, "discount_minor": 0,
-        "shipping_minor": 0, "tax_minor": 0, "refunded_minor": 0, "lines": [],
-        "buyer_ref": None, "trace_id": f"t{n}", "source_event_id": None,
-    }
+    return created_event(n, event_id=f"e{n:05d}", at_ms=1_794_409_200_000 + n)
 
 
 def produce(settings: Settings, first: int, count: int) -> None:

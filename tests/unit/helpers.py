@@ -26,3 +26,16 @@ def raw_shopify(body: bytes, topic: str = "orders/paid", **extra: Any) -> dict[s
 
 def raw_bytes(body: bytes, topic: str = "orders/paid", **extra: Any) -> bytes:
     return codec("RawEvent").encode(raw_shopify(body, topic, **extra))
+
+
+def created_event(n: int, *, event_id: str, at_ms: int) -> dict[str, Any]:
+    """A minimal valid ``OrderEvent``: Shopify order ``n`` created at ``at_ms``."""
+    return {
+        "event_id": event_id, "order_id": f"shopify:{n}", "channel": "shopify",
+        "shop_id": "s", "channel_order_id": str(n), "event_type": "CREATED",
+        "status": "PENDING_PAYMENT", "refund_status": "NONE", "raw_status": "financial=pending",
+        "event_time": at_ms, "source_tz": "-05:00", "received_at": at_ms, "processed_at": at_ms,
+        "currency": "USD", "total_minor": 100 + n, "paid_minor": 0, "discount_minor": 0,
+        "shipping_minor": 0, "tax_minor": 0, "refunded_minor": 0, "lines": [],
+        "buyer_ref": None, "trace_id": f"t{n}", "source_event_id": None,
+    }
