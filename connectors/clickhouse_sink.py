@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from orderpulse import names
 from orderpulse.avro import codec
@@ -40,6 +40,7 @@ from orderpulse.clickhouse import ClickHouse
 from orderpulse.errors import ClickHouseError, InputError
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
+from orderpulse.streams.output import OutputProducer
 from orderpulse.streams.steps import Source, dead_letter
 from orderpulse.topics import topic_name
 
@@ -239,8 +240,8 @@ class ClickHouseSink:
             # bounds the added latency on both at 10 idle fetches/s.
             "fetch.wait.max.ms": 100,
         })
-        self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 20})
-        self._letter_failure: KafkaError | None = None
+        # Dead letters: acknowledged (or the failure raised) before each commit.
+        self.producer = OutputProducer({**base, "linger.ms": 20})
 
     # --- loop -------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -259,7 +260,6 @@ class ClickHouseSink:
         finally:
             self.metrics.up.labels(names.STEP_SINK).set(0)
             self.consumer.close()
-            self.producer.flush(10)
 
     def _due(self) -> bool:
         if not self.batch.offsets:
@@ -332,14 +332,9 @@ class ClickHouseSink:
         src = Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value() or b"")
         letter = dead_letter(names.STEP_SINK, src, exc, reason=exc.reason, channel=None,
                              failed_at=int(self.clock() * 1000))
-        self.producer.produce(self.dlq_topic, key=msg.key(), value=letter,
-                              on_delivery=self._delivered)
+        self.producer.send(self.dlq_topic, msg.key(), letter)
         self.batch.dead_letters_out += 1
         self.metrics.dead_letters.labels(names.STEP_SINK, exc.reason).inc()
-
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None and self._letter_failure is None:
-            self._letter_failure = err
 
     # --- flush --------------------------------------------------------------------
     def flush(self) -> None:
@@ -353,14 +348,9 @@ class ClickHouseSink:
                 row["landed_at"] = landed
             if rows:
                 self._insert_with_retry(table, rows)
-        # A letter counts when the broker acknowledged it: flush() returning 0 only
-        # says nothing is queued any more, a refused letter included.
-        if self.producer.flush(30) > 0:
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT,
-                                            "dead letters not acknowledged; not committing"))
-        if self._letter_failure is not None:
-            failure, self._letter_failure = self._letter_failure, None
-            raise KafkaException(failure)  # not committed: the batch is read again
+        # Raises if a letter was refused or not acknowledged: nothing is committed and
+        # the batch is read again.
+        self.producer.flush()
         self._commit()
         self._observe()
         self.batch = Batch()

@@ -22,6 +22,9 @@ class AsyncProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # Kafka's default partitioner (Java, aiokafka): a key lands on the partition
+            # any producer that follows the topic contracts picks (librdkafka: crc32).
+            "partitioner": "murmur2_random",
             # Bounded local buffer: past it, callers are told to retry later
             # instead of the process growing without limit.
             "queue.buffering.max.messages": 50_000,

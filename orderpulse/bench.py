@@ -40,6 +40,7 @@ from orderpulse import names
 from orderpulse.avro import codec
 from orderpulse.broker import EmbeddedBroker, free_port
 from orderpulse.clickhouse import EmbeddedClickHouse
+from orderpulse.connectors.channels.shopify import order_id_of
 from orderpulse.connectors.sandbox.base import Delivery
 from orderpulse.connectors.sandbox.driver import NO_FAULTS, Faults, Sandbox
 from orderpulse.connectors.sandbox.shopify import SHOP
@@ -79,7 +80,9 @@ def raw_events(count: int, seed: int = 11,
     # Forged deliveries never reach the raw topic.
     faults = faults or Faults(forged=0.0)
     for i, d in enumerate(islice(sandbox_deliveries(seed, faults), count)):
-        yield (str(i).encode(), raw_codec.encode({
+        # Keyed as the receiver keys it (the topic contract): by the order id.
+        key = order_id_of(d.body) or d.delivery_id
+        yield (key.encode(), raw_codec.encode({
             "channel": names.CHANNEL_SHOPIFY, "shop_id": SHOP, "delivery_mode": "WEBHOOK",
             "source_topic": d.headers["X-Shopify-Topic"], "source_event_id": d.delivery_id,
             "request_id": f"b{i}",

@@ -10,8 +10,8 @@ Agents decode the Kafka event, call a pure step from ``steps``, and send what
 it returns through ``output.OutputProducer``. Delivery: at least once. The
 output producer is flushed before Faust commits consumed offsets
 (``output.FlushBeforeCommit``), so an output is durable before its input's
-offset is committed; downstream idempotency comes from the deterministic
-event_id.
+offset is committed; so is every table changelog write (``changelog``). Downstream
+idempotency comes from the deterministic event_id.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from orderpulse.kafka_security import faust_credentials
 from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
 from orderpulse.streams import inventory
+from orderpulse.streams.changelog import ChangelogWrites, table_class
 from orderpulse.streams.consumer import use_consumer
 from orderpulse.streams.lifecycle import DEFAULT_LIMITS_S, FINAL, Limits, Peak
 from orderpulse.streams.orders import StepOut, StockRules, on_event, on_reply, on_tick, with_stock
@@ -69,8 +70,11 @@ def stock_rules(settings: Settings) -> StockRules:
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     """Build the Faust app with its topics, table and agents."""
+    # Table changelog writes are acknowledged before a commit (streams/changelog.py).
+    writes = ChangelogWrites()
     app = faust.App(
         f"orderpulse-streams{settings.topic_suffix}",
+        Table=table_class(writes),
         broker=faust_broker_urls(settings),
         # KAFKA_CONFIG's security settings, as Faust/aiokafka credentials (None: plaintext).
         broker_credentials=faust_credentials(settings.kafka_config),
@@ -89,8 +93,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         # its table changelog (it exists already when ours are there).
         topic_allow_declare=True,
     )
-    # The fetch wait, and records fetched across a seek read again (streams/consumer.py).
-    use_consumer(app, settings.stream_fetch_max_wait_ms)
+    # The fetch wait, records fetched across a seek read again, commits after the
+    # changelog writes (streams/consumer.py).
+    use_consumer(app, settings.stream_fetch_max_wait_ms, writes)
     # Every channel's raw topic: a channel without a normalizer yet is dead-lettered
     # (reason unknown_channel, original bytes kept), never left unread. The tick
     # topic is co-partitioned with them: a tick on partition p checks p's orders.
@@ -210,6 +215,10 @@ class OrderWorker(_Worker):
         result = normalize_message(src, now_ms=now, pii_key=self.pii_key)
         events = self.metrics.events
         events.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
+        if (misrouted := self._misrouted(result.events, src.partition)) is not None:
+            self.dead_letter(src, misrouted)
+            events.labels(names.STEP_NORMALIZE, result.channel, "dead_letter").inc()
+            return
         for event, (_key, value) in zip(result.events, result.outputs, strict=True):
             out = on_event(self.orders.get(event["order_id"]), event, value,
                            window_ms=self.window_ms, now_ms=now,
@@ -225,6 +234,19 @@ class OrderWorker(_Worker):
             self.metrics.dead_letters.labels(names.STEP_NORMALIZE, result.reason).inc()
             if result.reason == "unmapped_status":
                 self.metrics.unmapped_status.labels(result.channel).inc()
+
+    def _misrouted(self, events: list[dict[str, Any]], partition: int) -> InputError | None:
+        """An event for an order whose record lives on another partition: its raw record
+        was not keyed by the order id (the raw topics' contract). Applying it would write
+        the order's table changelog from two partitions, which recovery replays in no
+        defined order between them (docs/faults.md, defect 10)."""
+        for event in events:
+            record = self.orders.get(event["order_id"])
+            if record is not None and record.get("p", partition) != partition:
+                return InputError(f"order's events arrive on partition {partition}, its record "
+                                  f"lives on {record['p']}: key raw records by the order id",
+                                  reason="misrouted")
+        return None
 
     def reply(self, src: Source) -> None:
         """A SKU partition's answer to one of this partition's orders."""

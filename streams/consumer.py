@@ -1,4 +1,4 @@
-"""The streams worker's Kafka consumer: Faust's aiokafka consumer with two corrections.
+"""The streams worker's Kafka consumer: Faust's aiokafka consumer with three corrections.
 
 1. **Fetch wait.** Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500`` in
    ``AIOKafkaConsumerThread._create_worker_consumer`` (faust-streaming 0.15.3) with no
@@ -28,9 +28,16 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from orderpulse.streams.changelog import ChangelogWrites
 
-def consumer_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
-    """Faust's aiokafka ``Consumer`` with the fetch wait and the stale-fetch guard."""
+# As long as the output producer's flush may take (streams/output.py).
+_CHANGELOG_ACK_TIMEOUT_S = 30.0
+
+
+def consumer_class(fetch_max_wait_ms: int,
+                   writes: ChangelogWrites) -> type[faust_aiokafka.Consumer]:
+    """Faust's aiokafka ``Consumer`` with the fetch wait, the stale-fetch guard and
+    commits that wait for ``writes``."""
 
     class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -42,6 +49,7 @@ def consumer_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
     class Consumer(faust_aiokafka.Consumer):
         seek_epoch = 0
         stale_fetches = 0
+        changelog_writes = writes
 
         def _new_consumer_thread(self) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -61,6 +69,10 @@ def consumer_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
         async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
             self.seek_epoch += 1
             await super().on_partitions_assigned(assigned, generation_id)
+
+        async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+            await writes.acknowledged(_CHANGELOG_ACK_TIMEOUT_S)
+            return await super()._commit_offsets(offsets, start_new_transaction)
 
         async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
             epoch = self.seek_epoch
@@ -87,6 +99,6 @@ def consumer_class(fetch_max_wait_ms: int) -> type[faust_aiokafka.Consumer]:
     return Consumer
 
 
-def use_consumer(app: faust.App, fetch_max_wait_ms: int) -> None:
+def use_consumer(app: faust.App, fetch_max_wait_ms: int, writes: ChangelogWrites) -> None:
     """Build ``app``'s consumer from :func:`consumer_class`."""
-    app.transport.Consumer = consumer_class(fetch_max_wait_ms)
+    app.transport.Consumer = consumer_class(fetch_max_wait_ms, writes)

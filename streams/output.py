@@ -25,6 +25,9 @@ class OutputProducer:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
+            # Kafka's default partitioner (Java, aiokafka): a key lands on the partition
+            # any producer that follows the topic contracts picks (librdkafka: crc32).
+            "partitioner": "murmur2_random",
             **config,
         })
         self._failure: KafkaError | None = None

@@ -4,12 +4,19 @@ step processes."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from orderpulse.broker import EmbeddedBroker
@@ -58,6 +65,31 @@ def group_offsets(settings: Settings, group: str, topics: list[str]) -> list[Top
     request = [ConsumerGroupTopicPartitions(group, parts)]
     result = admin.list_consumer_group_offsets(request)[group].result(timeout=10)
     return list(result.topic_partitions)
+
+
+def read_topics(settings: Settings, topics: list[str]) -> list[tuple[str, bytes | None, bytes]]:
+    """Every record of ``topics`` as (topic, key, value), read by assignment from the
+    beginning to each partition's end (no group join: nothing to wait for)."""
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"reader-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    meta = consumer.list_topics(timeout=15).topics
+    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta[t].partitions]
+    consumer.assign(parts)
+    pending, found = {(tp.topic, tp.partition) for tp in parts}, []
+    deadline = time.monotonic() + 60
+    try:
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 1.0):
+                if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic(), msg.partition()))
+                elif msg.error() is None:
+                    found.append((msg.topic(), msg.key(), msg.value()))
+                else:
+                    raise AssertionError(msg.error())
+    finally:
+        consumer.close()
+    assert not pending, f"partitions not read to their end: {sorted(pending)}"
+    return found
 
 
 PipelineFactory = Callable[..., Pipeline]

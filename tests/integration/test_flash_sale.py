@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from orderpulse import names
 from orderpulse.avro import codec
@@ -28,7 +27,7 @@ from orderpulse.runner import Pipeline, sandbox_channels, settings_env
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
 from orderpulse.topics import topic_name
-from tests.integration.conftest import PipelineFactory, SettingsFactory
+from tests.integration.conftest import PipelineFactory, SettingsFactory, read_topics
 
 pytestmark = pytest.mark.integration
 # Channels whose pushes carry the order lines (Douyin pushes ids only).
@@ -37,23 +36,10 @@ FLASH, TEE = "TEE-BLK-M", "CAP-RED"  # catalogue SKUs every channel renders
 UNITS = 12
 
 
-def read_all(settings: Settings, base: str, schema: str, idle_s: float = 2) -> list[dict]:
-    # Assigned, not subscribed: no group join to wait for (seconds on Tansu).
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": "flash-sale-reader",
-                         "enable.auto.commit": False})
-    topic = topic_name(settings, base)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
-                     for p in range(settings.default_partitions)])
-    out, idle = [], time.monotonic()
-    try:
-        while time.monotonic() - idle < idle_s:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    out.append(codec(schema).decode(msg.value()))
-                    idle = time.monotonic()
-    finally:
-        consumer.close()
-    return out
+def read_all(settings: Settings, base: str, schema: str) -> list[dict]:
+    """Every record of one topic, decoded, read to each partition's end."""
+    return [codec(schema).decode(value)
+            for _topic, _key, value in read_topics(settings, [topic_name(settings, base)])]
 
 
 def levels(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -48,8 +48,8 @@ from orderpulse.connectors.sandbox.lifecycle import SimOrder, apply, new_order
 from orderpulse.runner import Pipeline, sandbox_channels
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
-from tests.integration.conftest import PipelineFactory, SettingsFactory
-from tests.integration.test_security import LIFECYCLE, post, read_topics
+from tests.integration.conftest import PipelineFactory, SettingsFactory, read_topics
+from tests.integration.test_security import LIFECYCLE, post
 from tests.unit.test_security_fuzz import signed
 
 pytestmark = pytest.mark.integration

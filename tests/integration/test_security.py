@@ -27,7 +27,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,11 +34,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
     KafkaException,
-    TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
@@ -55,7 +50,7 @@ from orderpulse.runner import Pipeline, sandbox_channels
 from orderpulse.scrape import total
 from orderpulse.settings import Settings
 from orderpulse.topics import topic_name
-from tests.integration.conftest import PipelineFactory, SettingsFactory
+from tests.integration.conftest import PipelineFactory, SettingsFactory, read_topics
 from tests.unit.test_security_fuzz import signed
 
 pytestmark = pytest.mark.integration
@@ -117,31 +112,6 @@ def outside_window(delivery: Delivery, config: dict[str, str]) -> list[tuple[dic
         return [({**delivery.headers, "Event-Sign": youzan.event_sign(
             config["client_id"], config["client_secret"], body)}, body)]
     return []
-
-
-def read_topics(settings: Settings, topics: list[str]) -> list[tuple[str, bytes | None, bytes]]:
-    """Every record of ``topics`` as (topic, key, value), read by assignment from the
-    beginning to each partition's end (no group join: nothing to wait for)."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"sec-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    meta = consumer.list_topics(timeout=15).topics
-    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta[t].partitions]
-    consumer.assign(parts)
-    pending, found = {(tp.topic, tp.partition) for tp in parts}, []
-    deadline = time.monotonic() + 60
-    try:
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 1.0):
-                if msg.error() is not None and msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                elif msg.error() is None:
-                    found.append((msg.topic(), msg.key(), msg.value()))
-                else:
-                    raise AssertionError(msg.error())
-    finally:
-        consumer.close()
-    assert not pending, f"partitions not read to their end: {sorted(pending)}"
-    return found
 
 
 def raw_records(settings: Settings) -> dict[str, list[dict[str, object]]]:

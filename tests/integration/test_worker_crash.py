@@ -20,7 +20,12 @@ from orderpulse.settings import Settings
 from orderpulse.streams.lifecycle import apply
 from orderpulse.streams.steps import Source, normalize_message
 from orderpulse.topics import topic_name
-from tests.integration.conftest import PipelineFactory, SettingsFactory, group_offsets
+from tests.integration.conftest import (
+    PipelineFactory,
+    SettingsFactory,
+    group_offsets,
+    read_topics,
+)
 
 pytestmark = pytest.mark.integration
 N = 15000
@@ -117,19 +122,9 @@ def test_killed_worker_restarts_without_loss(settings_factory: SettingsFactory,
 
 
 def latest_states(settings: Settings) -> dict[str, dict]:
-    """orders.state read as a table: the latest value per order."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"s-{time.time()}",
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
-    consumer.subscribe([topic_name(settings, names.TOPIC_STATE)])
+    """orders.state read to its end as a table: the latest value per order."""
     states: dict[str, dict] = {}
-    idle = time.monotonic()
-    try:
-        while time.monotonic() - idle < 6:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    state = codec("OrderState").decode(msg.value())
-                    states[state["order_id"]] = state
-                    idle = time.monotonic()
-    finally:
-        consumer.close()
+    for _topic, _key, value in read_topics(settings, [topic_name(settings, names.TOPIC_STATE)]):
+        state = codec("OrderState").decode(value)
+        states[state["order_id"]] = state
     return states

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
 from orderpulse import names
 from orderpulse.avro import codec
+from orderpulse.clickhouse import EmbeddedClickHouse
+from orderpulse.connectors.clickhouse_sink import ClickHouseSink
 from orderpulse.errors import BrokerError, InputError
 from orderpulse.metrics import Metrics
+from orderpulse.settings import Settings
 from orderpulse.streams import inventory
-from orderpulse.streams.app import _Worker, guarded
+from orderpulse.streams.app import OrderWorker, _Worker, guarded, stock_rules
 from orderpulse.streams.steps import MAX_ORIGINAL_BYTES, Source, dead_letter, normalize_message
+from orderpulse.topics import topic_name
+from tests.unit.helpers import fixture_bytes, raw_bytes
 
 LETTER = codec("DeadLetter")
 
@@ -103,3 +110,49 @@ def test_a_broker_failure_is_not_the_messages_fault() -> None:
     with pytest.raises(BrokerError):
         guarded(w, down, Source("t", 0, 0, None, b""))
     assert w.output.sent == []
+
+
+def test_the_sink_does_not_commit_past_a_dead_letter_the_broker_refused(
+        tmp_path: Path) -> None:
+    # Nothing listens on port 1: the letter times out, as a refused one would fail.
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", topic_suffix=".t",
+                        kafka_config={"message.timeout.ms": 300})
+    client = EmbeddedClickHouse(str(tmp_path / "chdb"), "op_t")
+    sink = ClickHouseSink(settings, client, Metrics.create(CollectorRegistry()))
+    commits: list[int] = []
+    sink._commit = lambda: commits.append(1)  # type: ignore[method-assign]
+    try:
+        sink._accept(Message(topic=topic_name(settings, names.TOPIC_NORMALIZED), partition=0,
+                             offset=7, key=b"k", value=b"not avro"))
+        assert sink.batch.dead_letters_out == 1
+        with pytest.raises(BrokerError, match="output delivery failed"):
+            sink.flush()
+        assert commits == []
+    finally:
+        sink.consumer.close()
+        client.close()
+
+
+def test_an_order_s_record_on_another_partition_is_misrouted_not_applied() -> None:
+    # The order's table record lives in the partition of its first raw record; a raw
+    # record of the same order on another partition (not keyed by the order id) would
+    # write the order's changelog from two partitions.
+    registry = CollectorRegistry()
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1")
+    orders: dict[str, Any] = {}
+    w = OrderWorker(settings, Metrics.create(registry), orders, Output(),
+                    {base: base for base in (names.TOPIC_NORMALIZED, names.TOPIC_DLQ,
+                                             names.TOPIC_STATE, names.TOPIC_INV_COMMANDS)},
+                    stock_rules(settings))
+    paid = raw_bytes(fixture_bytes("shopify", "orders_paid.json"))
+    w.handle(Source("orders.raw.shopify", 1, 10, b"k", paid))
+    [(order_id, record)] = orders.items()
+    assert record["p"] == 1
+    w.output.sent.clear()
+    w.handle(Source("orders.raw.shopify", 3, 11, b"other-key", paid))
+    [(topic, _key, value)] = w.output.sent
+    letter = LETTER.decode(value)
+    assert (topic, letter["reason"], letter["source_partition"]) == ("orders.dlq", "misrouted", 3)
+    assert orders[order_id] == record
+    assert registry.get_sample_value(
+        "orderpulse_dead_letters_total", {"step": "normalize", "reason": "misrouted"}) == 1

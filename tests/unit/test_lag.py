@@ -44,8 +44,7 @@ def test_sink_group_reads_exactly_what_the_sink_subscribes_to() -> None:
     # The sink's own consumer, spec-checked and never connected: run() with stop already
     # set subscribes, flushes nothing and closes.
     settings = SETTINGS.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
-    with patch.object(clickhouse_sink, "Consumer", autospec=True) as consumer, \
-            patch.object(clickhouse_sink, "Producer", autospec=True):
+    with patch.object(clickhouse_sink, "Consumer", autospec=True) as consumer:
         sink = clickhouse_sink.ClickHouseSink(settings, create_autospec(ClickHouse, instance=True),
                                               Metrics.create(CollectorRegistry()))
         stop = threading.Event()

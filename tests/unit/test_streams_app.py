@@ -5,23 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from faust.types import TP
-from prometheus_client import CollectorRegistry
 
-from orderpulse.metrics import Metrics
 from orderpulse.settings import Settings
-from orderpulse.streams.app import create_app
-
-
-@pytest.fixture
-def app() -> Any:
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1",
-                        ORDERPULSE_STREAM_FETCH_MAX_WAIT_MS=77)
-    app = create_app(settings, Metrics.create(CollectorRegistry()))
-    yield app
-    app.consumer._thread.thread_loop.close()  # Faust's loops, made by the properties used
-    app.loop.close()
 
 
 def test_the_consumer_fetches_with_the_configured_wait_not_faust_s_1500_ms(app: Any) -> None:
