@@ -160,8 +160,8 @@ class _Worker:
     output: OutputProducer
     topics: dict[str, str]
 
-    def dead_letter(self, src: Source, exc: InputError) -> None:
-        letter = dead_letter(self.step, src, exc, reason=exc.reason, channel=None,
+    def dead_letter(self, src: Source, exc: InputError, channel: str | None = None) -> None:
+        letter = dead_letter(self.step, src, exc, reason=exc.reason, channel=channel,
                              failed_at=_now_ms())
         self.output.send(self.topics[names.TOPIC_DLQ], src.key, letter)
         self.metrics.dead_letters.labels(self.step, exc.reason).inc()
@@ -216,7 +216,7 @@ class OrderWorker(_Worker):
         events = self.metrics.events
         events.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
         if (misrouted := self._misrouted(result.events, src.partition)) is not None:
-            self.dead_letter(src, misrouted)
+            self.dead_letter(src, misrouted, result.channel)
             events.labels(names.STEP_NORMALIZE, result.channel, "dead_letter").inc()
             return
         for event, (_key, value) in zip(result.events, result.outputs, strict=True):

@@ -152,7 +152,8 @@ def test_an_order_s_record_on_another_partition_is_misrouted_not_applied() -> No
     w.handle(Source("orders.raw.shopify", 3, 11, b"other-key", paid))
     [(topic, _key, value)] = w.output.sent
     letter = LETTER.decode(value)
-    assert (topic, letter["reason"], letter["source_partition"]) == ("orders.dlq", "misrouted", 3)
+    assert (topic, letter["reason"], letter["source_partition"], letter["channel"]) == \
+        ("orders.dlq", "misrouted", 3, "shopify")
     assert orders[order_id] == record
     assert registry.get_sample_value(
         "orderpulse_dead_letters_total", {"step": "normalize", "reason": "misrouted"}) == 1
