@@ -215,12 +215,13 @@ class OrderWorker(_Worker):
         result = normalize_message(src, now_ms=now, pii_key=self.pii_key)
         events = self.metrics.events
         events.labels(names.STEP_NORMALIZE, result.channel, "in").inc()
-        if (misrouted := self._misrouted(result.events, src.partition)) is not None:
-            self.dead_letter(src, misrouted, result.channel)
-            events.labels(names.STEP_NORMALIZE, result.channel, "dead_letter").inc()
-            return
         for event, (_key, value) in zip(result.events, result.outputs, strict=True):
-            out = on_event(self.orders.get(event["order_id"]), event, value,
+            record = self.orders.get(event["order_id"])
+            if record is not None and record.get("p", src.partition) != src.partition:
+                # A raw record holds one order's events: none of them is applied yet.
+                self._misrouted(src, result.channel, record["p"])
+                return
+            out = on_event(record, event, value,
                            window_ms=self.window_ms, now_ms=now,
                            source=f"{src.topic}/{src.partition}/{src.offset}")
             out = with_stock(out, event, self.rules, now_ms=now, partition=src.partition)
@@ -235,18 +236,15 @@ class OrderWorker(_Worker):
             if result.reason == "unmapped_status":
                 self.metrics.unmapped_status.labels(result.channel).inc()
 
-    def _misrouted(self, events: list[dict[str, Any]], partition: int) -> InputError | None:
+    def _misrouted(self, src: Source, channel: str, home: int) -> None:
         """An event for an order whose record lives on another partition: its raw record
         was not keyed by the order id (the raw topics' contract). Applying it would write
         the order's table changelog from two partitions, which recovery replays in no
         defined order between them (docs/faults.md, defect 10)."""
-        for event in events:
-            record = self.orders.get(event["order_id"])
-            if record is not None and record.get("p", partition) != partition:
-                return InputError(f"order's events arrive on partition {partition}, its record "
-                                  f"lives on {record['p']}: key raw records by the order id",
-                                  reason="misrouted")
-        return None
+        self.dead_letter(src, InputError(
+            f"order's events arrive on partition {src.partition}, its record lives on "
+            f"{home}: key raw records by the order id", reason="misrouted"), channel)
+        self.metrics.events.labels(names.STEP_NORMALIZE, channel, "dead_letter").inc()
 
     def reply(self, src: Source) -> None:
         """A SKU partition's answer to one of this partition's orders."""
