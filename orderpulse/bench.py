@@ -24,7 +24,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
@@ -140,22 +140,23 @@ def channel_mix(count: int, seed: int = 3, duplicate: float = 0.10, late: float 
     return Mix(ordered, units)
 
 
-def fill_mix(settings: Settings, mix: Mix) -> None:
+def produce_all(settings: Settings, records: Iterable[tuple[str, bytes, bytes]]) -> None:
+    """Write ``(topic, key, value)`` records and wait until they are acknowledged."""
     producer = Producer({**settings.kafka_client_config(), "linger.ms": 20,
                          "enable.idempotence": True})
-    for base, key, value in mix.records:
-        producer.produce(topic_name(settings, base), key=key, value=value)
-        producer.poll(0)
-    producer.flush(60)
-
-
-def fill(settings: Settings, topic: str, events: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({**settings.kafka_client_config(), "linger.ms": 20,
-                         "enable.idempotence": True})
-    for key, value in events:
+    for topic, key, value in records:
         producer.produce(topic, key=key, value=value)
         producer.poll(0)
     producer.flush(60)
+
+
+def fill_mix(settings: Settings, mix: Mix) -> None:
+    produce_all(settings, ((topic_name(settings, base), key, value)
+                           for base, key, value in mix.records))
+
+
+def fill(settings: Settings, topic: str, events: list[tuple[bytes, bytes]]) -> None:
+    produce_all(settings, ((topic, key, value) for key, value in events))
 
 
 # --- a: confluent-kafka loop -------------------------------------------------------
